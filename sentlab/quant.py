@@ -1,0 +1,129 @@
+"""Quantization of the base model (bitsandbytes); classification heads always stay in full precision.
+
+    quant=none   full precision
+    quant=int8   LLM.int8() weights (8-bit)
+    quant=nf4    4-bit NormalFloat, optional double quantization: QLoRA's setting
+
+Quantized weights are frozen; LoRA adapters (full precision) train on top of them after peft's
+k-bit preparation. When bitsandbytes cannot run here, `quant.fallback` decides: `error` stops
+before the run starts, `full_precision` warns and loads the model unquantized (the run is tagged
+`sentlab.quant_fallback`).
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+from sentlab.config import ConfigError
+
+# Modules that must never be quantized: a quantized head cannot train (peft #1720), and a 2-row
+# output layer does not even load in 4-bit. lm_head (embed_out in older GPT-NeoX code) is the LM output layer.
+HEAD_MODULES = ["classifier", "pre_classifier", "score", "lm_head", "embed_out"]
+NAMES = ("none", "int8", "nf4")
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why bitsandbytes cannot run on this machine, or None when it can (a tiny quantize op is tried)."""
+    try:
+        import bitsandbytes as bnb
+        import torch
+    except Exception as err:  # ImportError, or a broken native library
+        return f"bitsandbytes cannot be imported ({type(err).__name__}: {err})"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        weight = torch.randn(64, 64, device=device)
+        bnb.functional.quantize_4bit(weight, quant_type="nf4")
+        bnb.functional.int8_vectorwise_quant(weight.half())
+    except Exception as err:  # no backend for this device
+        return f"bitsandbytes has no working backend on {device} ({type(err).__name__}: {str(err)[:200]})"
+    return None
+
+
+def _dtype(name: str, setting: str):
+    import torch
+
+    if name not in DTYPES:
+        raise ConfigError(f"{setting}: unknown dtype {name!r} (one of: {', '.join(DTYPES)})")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def quantization_config(quant):
+    """transformers' BitsAndBytesConfig for `quant.name`, or None for full precision.
+
+    Runs before the MLflow run starts: bad settings, and bitsandbytes not running here with
+    quant.fallback=error, are ConfigErrors.
+    """
+    if quant.name not in NAMES:
+        raise ConfigError(f"quant: unknown quantization '{quant.name}' (use quant=none, quant=int8 or quant=nf4)")
+    if quant.name == "none":
+        return None
+    if quant.fallback not in ("error", "full_precision"):
+        raise ConfigError(f"quant.fallback: unknown value {quant.fallback!r} (error or full_precision)")
+    if reason := unavailable():
+        if quant.fallback == "error":
+            raise ConfigError(
+                f"quant: quant={quant.name} needs bitsandbytes, but {reason} "
+                "(use quant=none, or quant.fallback=full_precision to train unquantized with a warning)"
+            )
+        warnings.warn(f"quant={quant.name}: {reason}; training in FULL PRECISION instead (quant.fallback)")
+        return None
+
+    from transformers import BitsAndBytesConfig
+
+    if quant.name == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_MODULES)
+    if quant.quant_type not in ("nf4", "fp4"):
+        raise ConfigError(f"quant.quant_type: unknown 4-bit type {quant.quant_type!r} (nf4 or fp4)")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=bool(quant.double_quant),
+        bnb_4bit_compute_dtype=_dtype(quant.compute_dtype, "quant.compute_dtype"),
+        llm_int8_skip_modules=HEAD_MODULES,
+    )
+
+
+def fallback_tag(quant, quantization) -> str | None:
+    """The `sentlab.quant_fallback` tag value when a quantized run fell back to full precision."""
+    if quant.name != "none" and quantization is None:
+        return f"full_precision: {unavailable()}"
+    return None
+
+
+def prepare(model, quant):
+    """Make a quantized model trainable with adapters (no-op at full precision).
+
+    peft's k-bit preparation freezes the base, casts the remaining float weights (norms, heads) to
+    fp32 and, if quant.gradient_checkpointing, trades compute for activation memory.
+    """
+    if not getattr(model, "is_quantized", False):
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    model = prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=bool(quant.get("gradient_checkpointing", False)),
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+    cpu_4bit_workaround(model)
+    return model
+
+
+def cpu_4bit_workaround(model) -> None:
+    """bitsandbytes 0.50 on CPU repacks 4-bit weights into an inference-only layout on the first
+    no_grad forward, after which training fails; turning that path off keeps train/eval/train working."""
+    try:
+        import bitsandbytes as bnb
+    except Exception:
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def is_4bit(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False)) or any(
+        type(m).__name__ == "Linear4bit" for m in model.modules()
+    )

@@ -1,0 +1,110 @@
+"""Sweeps as MLflow experiments: a Hydra callback that opens one parent run before the jobs start and,
+when they are done, prints and logs the sweep's summary (finished, failed, skipped, best run).
+
+Jobs themselves (sentlab.pipeline.run) nest under the parent, skip configs that already have a FINISHED
+run (resume), and record their own failures; sentlab.train keeps a failed job from stopping the sweep.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+
+SUMMARY_FILE = "summary.json"  # in the sweep's folder and on the parent run
+
+
+class SweepCallback(Callback):
+    """Creates the store, the experiment and the sweep's parent run once, before any job starts,
+    so that parallel jobs never race on creating them; each job nests its run under the parent."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from sentlab import tracking
+
+        experiment_id = tracking.connect(config.tracking)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        overrides = list(config.hydra.overrides.task)
+        client = tracking.mlflow.MlflowClient()
+        parent = client.create_run(
+            experiment_id,
+            run_name=config.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={"sentlab.sweep": "parent", "sentlab.sweep_dir": str(sweep_dir),
+                  "sentlab.overrides": " ".join(overrides)},
+        )
+        # Overrides with one value are the same in every job: left out of the child run names.
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        fixed = [text for text, o in zip(overrides, parsed) if not o.is_sweep_override()]
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        info = {"parent_run_id": parent.info.run_id, "fixed_overrides": fixed}
+        (sweep_dir / tracking.SWEEP_FILE).write_text(json.dumps(info, indent=1))
+        self.parent_run_id, self.sweep_dir = parent.info.run_id, sweep_dir
+        print(f"sweep: MLflow parent run {parent.info.run_id}")
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from sentlab import tracking
+
+        summary = summarize(self.parent_run_id, self.sweep_dir, config.train.select_metric)
+        client = tracking.mlflow.MlflowClient()
+        client.log_batch(
+            self.parent_run_id,
+            metrics=[tracking.mlflow.entities.Metric(k, v, int(time.time() * 1000), 0)
+                     for k, v in summary["metrics"].items()],
+            tags=[tracking.mlflow.entities.RunTag(k, v) for k, v in summary["tags"].items()],
+        )
+        client.log_dict(self.parent_run_id, summary["data"], SUMMARY_FILE)
+        (self.sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary["data"], indent=1))
+        client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
+        print(summary["text"])
+        if summary["data"]["failed"]:
+            sys.exit(1)  # after the whole sweep has run: a script or CI sees that some jobs failed
+
+
+def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
+    """Finished, failed and skipped jobs of a sweep and its best run by the validation metric.
+
+    A child still RUNNING when the sweep ends lost its process (killed, e.g. out of memory): it is marked FAILED.
+    """
+    from sentlab import tracking
+
+    client = tracking.mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    search = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    for run in client.search_runs([experiment_id], filter_string=search + " and attributes.status = 'RUNNING'"):
+        client.set_tag(run.info.run_id, "error", "the job ended without closing its run (process killed?)")
+        client.set_terminated(run.info.run_id, "FAILED")
+    children = client.search_runs([experiment_id], filter_string=search, max_results=50000)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    failed = [r for r in children if r.info.status != "FINISHED"]
+    skipped = [client.get_run(s["run_id"]) for s in tracking.skipped_runs(sweep_dir)]
+
+    key = f"val_{select_metric}"
+    scored = [r for r in finished + skipped if math.isfinite(r.data.metrics.get(key, math.nan))]
+    best = max(scored, key=lambda r: r.data.metrics[key], default=None)
+
+    lines = [f"sweep: {len(finished)} finished, {len(failed)} failed, {len(skipped)} skipped "
+             f"(already FINISHED; force=true reruns them); parent run {parent_run_id}"]
+    lines += [f"  FAILED  {r.info.run_name}: {r.data.tags.get('error', '?').splitlines()[0][:200]}" for r in failed]
+    if best is not None:
+        lines.append(f"  best    {best.info.run_name}: {key}={best.data.metrics[key]:.4f} (run {best.info.run_id})")
+    lines.append(f"  compare: python -m sentlab.compare --sweep {parent_run_id}")
+
+    def row(run):
+        return {"run_id": run.info.run_id, "run_name": run.info.run_name, key: run.data.metrics.get(key)}
+
+    data = {
+        "finished": [row(r) for r in finished],
+        "failed": [{**row(r), "error": r.data.tags.get("error")} for r in failed],
+        "skipped": [row(r) for r in skipped],
+        "best": row(best) if best else None,
+        "select_metric": key,
+    }
+    metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_skipped": len(skipped)}
+    tags = {"sentlab.summary": "\n".join(lines)[:5000]}
+    if best is not None:
+        metrics[f"best_{key}"] = best.data.metrics[key]
+        tags.update({"sentlab.best_run_id": best.info.run_id, "sentlab.best_run_name": best.info.run_name})
+    return {"text": "\n".join(lines), "data": data, "metrics": metrics, "tags": tags}

