@@ -203,16 +203,29 @@ def _show(names) -> str:
 # --- reading ----------------------------------------------------------------------------------
 
 def _read_files(cfg) -> dict:
-    """{split: (dataset as read, where it came from)} for each file in data.files."""
+    """{split: (dataset as read, where it came from)} for each file in data.files.
+
+    datasets' "Generating split" bars are off while reading: local files read in about a second, load_data
+    logs a line of its own, and a bad-input error stays the only line on stderr (cold cache or warm).
+    """
+    import datasets
+
     folder = _data_dir(cfg)
     raw = {}
-    for split, name in cfg["files"].items():
-        if name is None:
-            continue
-        if isinstance(name, str):
-            raw[split] = (_read_file(folder / name), name)
-        else:
-            raw[split] = (_read_pair(folder / name[0], folder / name[1], split), " + ".join(name))
+    quiet = datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        for split, name in cfg["files"].items():
+            if name is None:
+                continue
+            if isinstance(name, str):
+                raw[split] = (_read_file(folder / name), name)
+            else:
+                raw[split] = (_read_pair(folder / name[0], folder / name[1], split), " + ".join(name))
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
     return raw
 
 

@@ -14,6 +14,17 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def pytest_configure(config):
+    """A datasets cache of the session's own, removed at the end: every run starts cold, as in CI, and
+    nothing depends on (or is left in) ~/.cache. Set before any test imports `datasets`."""
+    import shutil
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="sentlab-test-datasets-")
+    os.environ["HF_DATASETS_CACHE"] = cache
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CONF = REPO / "conf"
