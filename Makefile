@@ -8,7 +8,7 @@ STORE  := sqlite:///$(RUNS)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare test test-slow ui server bench clean
+.PHONY: help install train sweep compare test ui server bench clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,9 +35,6 @@ compare: install  ## table + plots of the latest sweep (CSV/PNG, logged to it); 
 
 test: install  ## the test suite (fast; what CI runs)
 	$(PY) -m pytest -q
-
-test-slow: install  ## the slow tests too (real pretrained models)
-	$(PY) -m pytest -q -m "slow or not slow"
 
 ui: install  ## the MLflow UI on the project's store, at http://127.0.0.1:$(PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(STORE) \

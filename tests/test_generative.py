@@ -192,7 +192,6 @@ def test_gpt_neo_tweet_recipe_runs_on_a_tiny_model(tiny_models, train, store):
     assert params["dataset.label_names"] == "negative,neutral,positive"
 
 
-@pytest.mark.slow
 def test_smollm2_converts_once_and_classifies(tmp_path):
     """The packaged GGUF becomes a cached plain folder; the second call only finds it; zero-shot SmolLM2
     tells clearly positive from clearly negative sentences."""

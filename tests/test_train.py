@@ -86,7 +86,6 @@ def test_multirun_is_one_parent_and_a_child_per_job(tiny_models, train, store):
     assert all(r.info.status == "FINISHED" for r in children)
 
 
-@pytest.mark.slow
 def test_minilm_learns_sst2(train, store):
     """The real packaged MiniLM on a slice of SST-2 beats chance (50%) by a clear margin."""
     train(
