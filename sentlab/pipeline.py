@@ -1,6 +1,7 @@
 """One run, start to end: validate, load data and model, add LoRA, train, test, log it all to MLflow."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import resource
 import tempfile
@@ -31,7 +32,8 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
     if not cfg.get("force", False) and (done := tracking.finished_run(experiment_id, config_hash)):
         return _skip(done, sweep_dir, config_hash)
     try:
-        return _run(cfg, overrides, sweep_dir, hydra_dir)
+        with _freed_after_job():
+            return _run(cfg, overrides, sweep_dir, hydra_dir)
     except Exception as err:
         if not tracking.has_child(experiment_id, sweep["parent_run_id"], config_hash):  # failed before its run
             try:
@@ -42,6 +44,18 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
             name = tracking.run_name(list(overrides), cfg, sweep)
             tracking.failed_run(experiment_id, name, sweep["parent_run_id"], tags, params, err)
         raise
+
+
+@contextlib.contextmanager
+def _freed_after_job():
+    """Free what a sweep job allocated before the next one starts (hydra #2631): a model goes with its last
+    reference; the collection takes what reference cycles keep, and CUDA's cache is given back."""
+    try:
+        yield
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _skip(done, sweep_dir: str, config_hash: str) -> dict:
@@ -96,10 +110,6 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
         except BaseException as err:
             tracking.mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
             raise
-        finally:
-            gc.collect()  # free this job's model before the next job of a serial sweep
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
         run_id = active.info.run_id
     print(f"MLflow run {run_id} ({name}) in {cfg.tracking.uri}")
     if cfg.tracking.uri.startswith("sqlite:///"):

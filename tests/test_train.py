@@ -95,3 +95,31 @@ def test_minilm_learns_sst2(train, store):
     )
     (run,) = all_runs(store())
     assert run.data.metrics["test_accuracy"] > 0.7
+
+
+@pytest.mark.parametrize("head_name", ["seq_cls", "generative"])
+def test_encoding_neither_reads_nor_writes_the_datasets_cache(head_name, tiny_models):
+    """Tokenized features live in memory under a fresh fingerprint: nothing stale can be read back, and
+    the cache gains no file (datasets would otherwise pickle the tokenizer to fingerprint every split)."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from sentlab import backbones
+    from sentlab.data import load_data
+    from sentlab.heads import make_head
+
+    cfg = OmegaConf.create({
+        "head": {"name": head_name, "template": "Review: {text}\nSentiment:", "label_prefix": " ", "add_bos": False},
+        "train": {"max_length": 64},
+    })
+    data = load_data(OmegaConf.merge(OmegaConf.load("conf/data/demo.yaml"), {"seed": 0, "label_words": ["terrible", "okay", "great"]}))
+    tokenizer = backbones.load_tokenizer(OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"}))
+    head = make_head(cfg, tokenizer, data)
+    cache = Path(os.environ["HF_DATASETS_CACHE"])
+    before = sorted(cache.rglob("*"))
+    first, second = head.encode(data.splits["train"]), head.encode(data.splits["train"])
+    assert sorted(cache.rglob("*")) == before
+    assert first.cache_files == [] and first._fingerprint != second._fingerprint
+    assert first["input_ids"] == second["input_ids"] and first["label"] == data.splits["train"]["label"]
+    assert first["input_ids"][0][-1] != tokenizer.pad_token_id  # real tokens, no padding at encode time

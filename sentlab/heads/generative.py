@@ -80,7 +80,7 @@ class GenerativeHead(Head):
                     whole[i] = ids[: limit - len(tail)] + tail
             return {"input_ids": [bos + ids for ids in whole]}
 
-        return split.map(tokenize, batched=True, remove_columns=["text"])
+        return self.map_text(split, tokenize)
 
     def prompt(self, text: str) -> str:
         """The prompt for one text, as a string."""

@@ -34,7 +34,7 @@ class SeqClsHead(Head):
         def tokenize(batch):
             return self.tokenizer(batch["text"], truncation=True, max_length=max_length)
 
-        return split.map(tokenize, batched=True, remove_columns=["text"])
+        return self.map_text(split, tokenize)
 
     def collate(self, features):
         return self._pad(features)  # "label" becomes "labels"
