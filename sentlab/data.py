@@ -212,9 +212,8 @@ def _read_files(cfg) -> dict:
 
     folder = _data_dir(cfg)
     raw = {}
-    quiet = datasets.is_progress_bar_enabled()
-    if quiet:
-        datasets.disable_progress_bars()
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
     try:
         for split, name in cfg["files"].items():
             if name is None:
@@ -224,7 +223,7 @@ def _read_files(cfg) -> dict:
             else:
                 raw[split] = (_read_pair(folder / name[0], folder / name[1], split), " + ".join(name))
     finally:
-        if quiet:
+        if bars_were_on:
             datasets.enable_progress_bars()
     return raw
 

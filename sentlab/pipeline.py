@@ -1,7 +1,6 @@
 """One run, start to end: validate, load data and model, add LoRA, train, test, log it all to MLflow."""
 from __future__ import annotations
 
-import contextlib
 import gc
 import resource
 import tempfile
@@ -32,8 +31,7 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
     if not cfg.get("force", False) and (done := tracking.finished_run(experiment_id, config_hash)):
         return _skip(done, sweep_dir, config_hash)
     try:
-        with _freed_after_job():
-            return _run(cfg, overrides, sweep_dir, hydra_dir)
+        return _run(cfg, overrides, sweep_dir, hydra_dir)
     except Exception as err:
         if not tracking.has_child(experiment_id, sweep["parent_run_id"], config_hash):  # failed before its run
             try:
@@ -44,15 +42,7 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
             name = tracking.run_name(list(overrides), cfg, sweep)
             tracking.failed_run(experiment_id, name, sweep["parent_run_id"], tags, params, err)
         raise
-
-
-@contextlib.contextmanager
-def _freed_after_job():
-    """Free what a sweep job allocated before the next one starts (hydra #2631): a model goes with its last
-    reference; the collection takes what reference cycles keep, and CUDA's cache is given back."""
-    try:
-        yield
-    finally:
+    finally:  # free the job's memory before the next one starts (hydra #2631): what reference cycles keep
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -2,6 +2,7 @@
 that calls the real entry point (`python -m sentlab.train`) in-process into a temporary runs folder."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -132,7 +133,12 @@ def train(runs_dir, monkeypatch):
 
         GlobalHydra.instance().clear()
         monkeypatch.setattr(sys, "argv", ["sentlab.train", *args, f"runs_dir={runs_dir}"])
-        return main()
+        root = logging.getLogger()
+        handlers = root.handlers[:]
+        try:
+            return main()
+        finally:  # Hydra's handlers write to this test's captured streams, closed once it ends
+            root.handlers[:] = handlers
 
     return _train
 

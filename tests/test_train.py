@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, SHARED_DATA, all_runs, tiny_args
+from conftest import CONF, FAST, SHARED_DATA, all_runs, tiny_args
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt_neo", "roberta", "distilbert", "bert"])
@@ -113,8 +113,10 @@ def test_encoding_neither_reads_nor_writes_the_datasets_cache(head_name, tiny_mo
         "head": {"name": head_name, "template": "Review: {text}\nSentiment:", "label_prefix": " ", "add_bos": False},
         "train": {"max_length": 64},
     })
-    data = load_data(OmegaConf.merge(OmegaConf.load("conf/data/demo.yaml"), {"seed": 0, "label_words": ["terrible", "okay", "great"]}))
-    tokenizer = backbones.load_tokenizer(OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"}))
+    words = {"seed": 0, "label_words": ["terrible", "okay", "great"]}  # one token each in the tiny tokenizer
+    data = load_data(OmegaConf.merge(OmegaConf.load(CONF / "data" / "demo.yaml"), words))
+    backbone = OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"})
+    tokenizer = backbones.load_tokenizer(backbone)
     head = make_head(cfg, tokenizer, data)
     cache = Path(os.environ["HF_DATASETS_CACHE"])
     before = sorted(cache.rglob("*"))
