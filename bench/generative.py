@@ -54,22 +54,30 @@ def _base_overrides() -> list[str]:
     ]
 
 
+def _classifier(cfg):
+    """(data, tokenizer, head, model in eval mode) as a run builds them, quantized per cfg.quant, without LoRA."""
+    from sentlab import backbones, quant
+    from sentlab.data import load_data
+    from sentlab.heads import make_head
+
+    data = load_data(cfg.data)
+    tokenizer = backbones.load_tokenizer(cfg.backbone)
+    head = make_head(cfg, tokenizer, data)
+    model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer,
+                                 quantization_config=quant.quantization_config(cfg.quant))
+    return data, tokenizer, head, quant.prepare(model, cfg.quant).eval()  # k-bit preparation, CPU 4-bit workaround
+
+
 # -- 1. prediction speed ----------------------------------------------------------------------------
 def part_speed(rows: int, repeats: int) -> dict:
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from sentlab import backbones
-    from sentlab.data import load_data
-    from sentlab.heads import make_head
     from sentlab.training import evaluate
 
     cfg = _cfg(*_base_overrides(), f"data.max_samples.val={rows}", "train.eval_batch_size=32")
-    data = load_data(cfg.data)
+    data, tokenizer, head, model = _classifier(cfg)
     dev = data.splits["val"]
-    tokenizer = backbones.load_tokenizer(cfg.backbone)
-    head = make_head(cfg, tokenizer, data)
-    model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer).eval()
     device = torch.device("cpu")
     features = head.encode(dev)
     label_tokens = [ids[0] for ids in head.label_ids]
@@ -156,21 +164,13 @@ def part_compute_dtype(rows: int, repeats: int) -> dict:
     """Seconds per evaluation pass of the 4-bit (NF4) SmolLM2 with fp32 and with bf16 compute, interleaved."""
     import torch
 
-    from sentlab import backbones, quant
-    from sentlab.data import load_data
-    from sentlab.heads import make_head
     from sentlab.training import evaluate
 
     passes = {}
     for dtype in ("fp32", "bf16"):
         cfg = _cfg(*_base_overrides(), "quant=nf4", f"quant.compute_dtype={dtype}", f"data.max_samples.val={rows}",
                    "train.eval_batch_size=32")
-        data = load_data(cfg.data)
-        tokenizer = backbones.load_tokenizer(cfg.backbone)
-        head = make_head(cfg, tokenizer, data)
-        model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer,
-                                     quantization_config=quant.quantization_config(cfg.quant))
-        model = quant.prepare(model, cfg.quant)  # as a run does (k-bit preparation, the CPU 4-bit workaround)
+        data, _, head, model = _classifier(cfg)
         features = head.encode(data.splits["val"])
         passes[dtype] = lambda m=model, h=head, f=features, c=cfg: evaluate(m, h, f, c.train, torch.device("cpu"))
         passes[dtype]()  # warm-up
