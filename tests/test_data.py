@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 from sentlab.data import SPLITS, check_data_config, load_data
 
 REPO = Path(__file__).resolve().parents[1]
