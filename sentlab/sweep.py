@@ -23,8 +23,9 @@ class SweepCallback(Callback):
     so that parallel jobs never race on creating them; each job nests its run under the parent."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from sentlab import tracking
+        from sentlab import console, tracking
 
+        console.quiet_dependencies()
         experiment_id = tracking.connect(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
