@@ -84,6 +84,7 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
     experiment_id = tracking.connect(cfg.tracking)
     tags = {
         "sentlab.config_hash": tracking.config_hash(cfg),
+        "sentlab.setting_hash": tracking.config_hash(cfg, seeds=False),
         "sentlab.overrides": " ".join(overrides),
         "sentlab.backbone": cfg.backbone.name,
         "sentlab.head": cfg.head.name,

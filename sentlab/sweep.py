@@ -58,8 +58,13 @@ class SweepCallback(Callback):
         )
         client.log_dict(self.parent_run_id, summary["data"], SUMMARY_FILE)
         (self.sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary["data"], indent=1))
-        client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
         print(summary["text"])
+        if summary["data"]["repeated"]:  # settings over several seeds: their aggregated table goes to the parent
+            from sentlab import compare
+
+            compare.main(["--store", config.tracking.uri, "--sweep", self.parent_run_id,
+                          "--out", str(Path(config.runs_dir) / "compare" / self.parent_run_id)])
+        client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
         if summary["data"]["failed"]:
             sys.exit(1)  # after the whole sweep has run: a script or CI sees that some jobs failed
 
@@ -82,6 +87,7 @@ def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
     failed = [r for r in children if r.info.status != "FINISHED"]
     skipped = [client.get_run(s["run_id"]) for s in tracking.skipped_runs(sweep_dir)]
 
+    settings = [r.data.tags["sentlab.setting_hash"] for r in finished if "sentlab.setting_hash" in r.data.tags]
     key = f"val_{select_metric}"
     scored = [r for r in finished + skipped if math.isfinite(r.data.metrics.get(key, math.nan))]
     best = max(scored, key=lambda r: r.data.metrics[key], default=None)
@@ -102,6 +108,7 @@ def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
         "skipped": [row(r) for r in skipped],
         "best": row(best) if best else None,
         "select_metric": key,
+        "repeated": len(set(settings)) < len(settings),  # some setting ran with several seeds
     }
     metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_skipped": len(skipped)}
     tags = {"sentlab.summary": "\n".join(lines)[:5000]}

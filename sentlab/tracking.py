@@ -59,9 +59,13 @@ def resolved(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def config_hash(cfg) -> str:
-    """A fingerprint of what a run computes: the resolved config without infrastructure keys."""
+def config_hash(cfg, seeds: bool = True) -> str:
+    """A fingerprint of what a run computes: the resolved config without infrastructure keys. With seeds=False,
+    the fingerprint of its setting (tag `sentlab.setting_hash`): runs that share it are repeats over seeds."""
     data = {k: v for k, v in resolved(cfg).items() if not _is_infra(k)}
+    if not seeds:
+        data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
+        data["data"] = {k: v for k, v in data["data"].items() if k != "seed"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
