@@ -72,19 +72,20 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
+    hashes = {"sentlab.config_hash": tracking.config_hash(cfg),  # of the config as asked for (what a sweep looks up)
+              "sentlab.setting_hash": tracking.config_hash(cfg, seeds=False)}
     model_config = backbones.load_config(cfg.backbone)  # an unknown source fails here, before the data loads
     head_class(cfg.head.name).check_backbone(model_config)
     data = load_data(cfg.data)
     tokenizer = backbones.load_tokenizer(cfg.backbone)
-    head = make_head(cfg, tokenizer, data)  # sets the padding side it needs
     _cap_max_length(cfg, backbones.max_positions(model_config, tokenizer))
+    head = make_head(cfg, tokenizer, data)  # sets the padding side it needs
     quantization = quant.quantization_config(cfg.quant)
     device = pick_device(cfg.train.device)
 
     experiment_id = tracking.connect(cfg.tracking)
     tags = {
-        "sentlab.config_hash": tracking.config_hash(cfg),
-        "sentlab.setting_hash": tracking.config_hash(cfg, seeds=False),
+        **hashes,
         "sentlab.overrides": " ".join(overrides),
         "sentlab.backbone": cfg.backbone.name,
         "sentlab.head": cfg.head.name,
