@@ -42,6 +42,18 @@ def one_error_line(capsys) -> str:
     return lines[0].removeprefix("sentlab: error: ")
 
 
+def assert_refused(train, store, capsys, args, setting: str, words: list[str]) -> None:
+    """The run is refused: exit code 2, one line naming `setting` with all of `words`, no run in the store."""
+    with pytest.raises(SystemExit) as exit_info:
+        train(*args)
+    assert exit_info.value.code == 2
+    line = one_error_line(capsys)
+    assert line.startswith(setting), line
+    for word in words:
+        assert word in line, (word, line)
+    assert all_runs(store()) == []
+
+
 BAD_FILES = [  # (folder, extra overrides, the setting named, words the line must contain)
     ("header_only", [], "data.files.train", ["header_only/train.csv", "no rows"]),
     ("latin1", [], "data.encoding", ["latin1/train.csv line 14", "0xe9", "data.encoding=latin-1"]),
@@ -52,14 +64,8 @@ BAD_FILES = [  # (folder, extra overrides, the setting named, words the line mus
 
 @pytest.mark.parametrize("name,extra,setting,words", BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_bad_files(name, extra, setting, words, bad_files, tiny_models, train, store, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train("data=csv", f"data.dir={bad_files[name]}", *extra, *tiny_args(tiny_models, "bert"), *FAST)
-    assert exit_info.value.code == 2
-    line = one_error_line(capsys)
-    assert line.startswith(setting), line
-    for word in words:
-        assert word in line, (word, line)
-    assert all_runs(store()) == []
+    args = ["data=csv", f"data.dir={bad_files[name]}", *extra, *tiny_args(tiny_models, "bert"), *FAST]
+    assert_refused(train, store, capsys, args, setting, words)
 
 
 BAD_SETTINGS = [  # (overrides, the setting named, words the line must contain)
@@ -72,15 +78,8 @@ BAD_SETTINGS = [  # (overrides, the setting named, words the line must contain)
 @pytest.mark.parametrize("overrides,setting,words", BAD_SETTINGS, ids=[b[1] for b in BAD_SETTINGS])
 def test_bad_settings(overrides, setting, words, tiny_models, train, store, capsys):
     demo = REPO / "sentlab" / "demo_data"
-    overrides = [o.replace("DEMO", str(demo)) for o in overrides]
-    with pytest.raises(SystemExit) as exit_info:
-        train(*tiny_args(tiny_models, "bert"), *overrides, *FAST)
-    assert exit_info.value.code == 2
-    line = one_error_line(capsys)
-    assert line.startswith(setting), line
-    for word in words:
-        assert word in line, (word, line)
-    assert all_runs(store()) == []
+    args = [*tiny_args(tiny_models, "bert"), *[o.replace("DEMO", str(demo)) for o in overrides], *FAST]
+    assert_refused(train, store, capsys, args, setting, words)
 
 
 def test_a_file_in_another_encoding_reads_with_data_encoding(bad_files, tiny_models, train, store):
