@@ -51,8 +51,10 @@ rows; 10 % label noise, so about 0.90 is the ceiling), in {wall / 60:.1f} minute
 {repeats}
 ```
 
-The default run is `lora.r=8 train.epochs=5` with seed 42. Chance is 0.33. A difference is real when its paired
-bootstrap interval excludes 0 (small p); with 120 test rows, differences of a few points are within seed noise.
+The default run is `lora.r=8 train.epochs=5` with seed 42; chance is 0.33. The intervals say how much a setting
+varies over seeds; the paired bootstrap says whether the best setting beats another on these test examples. It is
+the more sensitive of the two, since both settings meet the same examples: two settings whose intervals overlap
+can still differ clearly (an interval of the difference that excludes 0, a small p).
 """)
     print(OUT.read_text())
 

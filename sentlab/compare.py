@@ -291,8 +291,9 @@ def print_repeats(groups, tests, metric: str) -> None:
         if "note" in test:
             print(f"  {_short(test['other'])}: not tested ({test['note']})")
             continue
+        p = "p<0.0001" if test["p_value"] == 0 else f"p={test['p_value']:.3g}"  # 0 of 10,000 resamples
         print(f"  {_short(test['other'])}: test accuracy {test['accuracy_diff']:+.4f} "
-              f"(95% interval {test['ci_low']:+.4f} to {test['ci_high']:+.4f}), p={test['p_value']:.3g}, "
+              f"(95% interval {test['ci_low']:+.4f} to {test['ci_high']:+.4f}), {p}, "
               f"{test['examples']} examples x {test['seeds']} seeds")
 
 
