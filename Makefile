@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 PORT   ?= 5000
 RUNS   ?= runs
-STORE  := sqlite:///$(RUNS)/mlflow.db
+STORE  ?= sqlite:///$(RUNS)/mlflow.db  # make server STORE=postgresql+psycopg://USER@HOST:5432/DB for PostgreSQL
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help

@@ -20,19 +20,33 @@ INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force")
 
 
 def connect(tracking) -> str:
-    """Point MLflow at the configured store; the experiment's id (created once, race-safe)."""
+    """Point MLflow at the configured store; the experiment's id (created once, race-safe).
+
+    A sqlite store is created (and migrated) under a file lock beside it: processes that start together on an
+    empty store (parallel sweep jobs) would otherwise each migrate it, and leave it half-migrated.
+    """
     uri = tracking.uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        return _experiment_id(tracking)
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the store is created and the experiment looked up
+        return _experiment_id(tracking)
+
+
+def _experiment_id(tracking) -> str:
     experiment = mlflow.get_experiment_by_name(tracking.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    local_store = not uri.startswith(("http://", "https://", "databricks"))
+    local_store = not tracking.uri.startswith(("http://", "https://", "databricks"))
     location = Path(tracking.artifact_dir).resolve().as_uri() if local_store else None
     try:
         return mlflow.create_experiment(tracking.experiment, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # another job created it first
+    except mlflow.exceptions.MlflowException:  # another process created it first
         return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
 
 
