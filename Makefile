@@ -4,7 +4,8 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 PORT   ?= 5000
 RUNS   ?= runs
-STORE  ?= sqlite:///$(RUNS)/mlflow.db  # make server STORE=postgresql+psycopg://USER@HOST:5432/DB for PostgreSQL
+# the store of make ui / make server; e.g. make server STORE=postgresql+psycopg://USER@HOST:5432/DB
+STORE  ?= sqlite:///$(RUNS)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
