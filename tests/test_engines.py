@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import slurm
 from conftest import FAST, REPO, tiny_args
 from test_server import _free_port, mlflow_server
 
@@ -107,3 +108,32 @@ def test_joblib_sweep_of_4_workers_against_a_server_on_postgresql(tiny_models, t
     assert parent.info.status == "FINISHED"
     assert sorted(int(r.data.params["lora.r"]) for r in children) == [2, 4, 8, 16]
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
+
+
+@pytest.mark.skipif(bool(slurm.missing()), reason=f"SLURM is not installed (missing: {' '.join(slurm.missing())}; "
+                    "Debian: apt-get install slurmctld slurmd slurm-client slurmdbd munge mariadb-server)")
+def test_sweep_on_a_slurm_cluster(tiny_models, tmp_path):
+    """`hydra/launcher=slurm` (sentlab's preset) on a one-node cluster: each job a SLURM job, every run landing."""
+    with slurm.cluster() as env:
+        sweep = subprocess.run(
+            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, "lora.r=2,4",
+             "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+             "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", f"runs_dir={tmp_path}"],
+            cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+        )
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+        deadline = time.monotonic() + 60  # the results came back; accounting records the jobs' ends a little later
+        while True:
+            states = subprocess.run(["sacct", "-n", "-X", "-o", "State"], capture_output=True, text=True,
+                                    env={**os.environ, **env}).stdout.split()
+            if "RUNNING" not in states or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    assert states == ["COMPLETED", "COMPLETED"], states
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["lora.r"] for r in children) == ["2", "4"]
+    assert all(r.info.status == "FINISHED" for r in children)
