@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from sentlab import adapters, backbones, quant, tracking
+from sentlab import adapters, backbones, mlflow_model, quant, tracking
 from sentlab.config import validate
 from sentlab.data import load_data
 from sentlab.heads import make_head
@@ -73,6 +73,7 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
     head = make_head(cfg, tokenizer, data)  # sets the padding side it needs
     quantization = quant.quantization_config(cfg.quant)
     device = pick_device(cfg.train.device)
+    mlflow_model.check(cfg.tracking)
 
     experiment_id = tracking.connect(cfg.tracking)
     tags = {
@@ -123,6 +124,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
             **{f"dataset.{split}_dropped": n for split, n in data.dropped.items()},
         }
     )
+    mlflow_model.log_inputs(cfg, data)
     print(f"data {data.name}: " + ", ".join(f"{s}={n}" for s, n in sizes.items()) + f"  labels={data.label_names}")
 
     model = backbones.load_model(
@@ -161,6 +163,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
     print("test: " + "  ".join(f"{k}={results['test'][k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")))
 
     adapter_mb = _log_adapter(model, tokenizer)
+    mlflow_model.log_model(cfg, data)
     peak_mb = _peak_memory_mb(device)
     mlflow.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": peak_mb})
     return {"val": results["val"], "test": results["test"], "kept_epoch": kept["epoch"], "train_time_s": train_time}
