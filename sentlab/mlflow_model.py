@@ -303,8 +303,8 @@ def load(ref: str) -> Classifier:
         return from_artifacts(download(ref, tmp))
 
 
-def register_best(name: str, run_id: str, alias: str = "champion") -> str:
-    """Register a run's model under `name` and point `alias` at the new version; its version."""
+def register(name: str, run_id: str, alias: str) -> str:
+    """Register a run's model under `name` and point `alias` at the new version; the version."""
     version = mlflow.register_model(model_uri(run_id), name)
     mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
     return version.version
