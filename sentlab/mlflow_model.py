@@ -39,21 +39,27 @@ class Classifier:
         self.label_names = list(head.label_names)
         self.adapter = adapter  # on a base shared by several runs: the adapter to switch to (build_shared)
 
-    def log_probs(self, texts: list[str], batch_size: int | None = None):
-        """[n, n_labels] log-probabilities, in batches sorted by length (the run's own evaluation path)."""
-        import numpy as np
+    def evaluate(self, texts: list[str], labels: list[int] | None = None, batch_size: int | None = None):
+        """sentlab.training's Evaluation of texts (labels: ids into label_names, else the loss is meaningless):
+        the run's own evaluation path, in batches sorted by length."""
         from datasets import Dataset
 
         from sentlab.training import evaluate
 
-        if not texts:
-            return np.zeros((0, len(self.label_names)), dtype=np.float32)
         if self.adapter:
             self.model.set_adapter(self.adapter)
-        features = self.head.encode(Dataset.from_dict({"text": list(texts), "label": [0] * len(texts)}))
+        rows = Dataset.from_dict({"text": list(texts), "label": list(labels or [0] * len(texts))})
         settings = SimpleNamespace(eval_batch_size=batch_size or self.cfg.train.eval_batch_size,
                                    precision=self.cfg.train.precision)
-        return evaluate(self.model, self.head, features, settings, self.model.device, desc="predict").log_probs
+        return evaluate(self.model, self.head, self.head.encode(rows), settings, self.model.device, desc="predict")
+
+    def log_probs(self, texts: list[str], batch_size: int | None = None):
+        """[n, n_labels] log-probabilities."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return self.evaluate(texts, batch_size=batch_size).log_probs
 
     def predict(self, texts: list[str], batch_size: int | None = None):
         """A DataFrame: label, probability, prob_<label> for every label; one row per text."""
@@ -237,18 +243,27 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in REQUIREMENTS]
 
 
-def log_inputs(cfg, data) -> None:
+def log_inputs(cfg, data, splits=("train", "val", "test")) -> None:
     """Each split as an MLflow dataset input (name, source, content digest, rows; the split as context)."""
     from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
     source = data.source if cfg.data.get("dir") else HuggingFaceDatasetSource(
         path=cfg.data.hub_id, config_name=cfg.data.get("hub_subset"))
-    for split, rows in data.splits.items():
+    for split in splits:
+        rows = data.splits[split]
         with warnings.catch_warnings():  # MLflow's notes: a folder "can be interpreted in multiple ways"
             warnings.simplefilter("ignore", UserWarning)  # (all local), integer columns hold no missing values
             dataset = mlflow.data.from_pandas(rows.to_pandas(), source=source, name=f"{data.name}-{split}",
                                               targets="label")
-        mlflow.log_input(dataset, context=split)
+            mlflow.log_input(dataset, context=split)
+
+
+def held_out_texts(paths: dict[str, str]) -> list[str]:
+    """The texts logged as the model's input example (the run's first test texts), from download's paths."""
+    from mlflow.models import Model
+
+    folder = Path(paths["config"]).parents[1]  # <model>/artifacts/config.yaml
+    return Model.load(folder).load_input_example(folder)["text"].tolist()
 
 
 def use_store(uri: str) -> None:
