@@ -19,38 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sentlab import mlflow_model
 from sentlab.config import ConfigError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-TOLERANCE = 1e-3  # largest log-probability difference a merge may make (float rounding only)
-
-
-class MergeMismatch(RuntimeError):
-    """The merged model does not predict as the adapter does."""
-
-
-def merged(cfg, adapter_dir: str, texts: list[str]):
-    """The adapter folded into the full-precision base, checked on `texts`: (classifier, largest difference)."""
-    import numpy as np
-
-    from sentlab import adapters, mlflow_model
-
-    classifier = mlflow_model.build(cfg, adapter_dir, full_precision=True)
-    before = classifier.log_probs(texts)
-    classifier.model = adapters.merge(classifier.model)
-    after = classifier.log_probs(texts)
-    diff = float(np.abs(before - after).max())
-    if diff > TOLERANCE or (before.argmax(axis=1) != after.argmax(axis=1)).any():
-        raise MergeMismatch(f"the merged model's predictions differ from the adapter's on {len(texts)} held-out "
-                           f"texts (largest log-probability difference {diff:.2e}); nothing written")
-    return classifier, diff
 
 
 def export(ref: str, out: Path, merge: bool) -> str:
     """Write the folder; a line saying what was written."""
     from omegaconf import OmegaConf
-
-    from sentlab import mlflow_model
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = mlflow_model.download(ref, tmp)
@@ -60,7 +37,7 @@ def export(ref: str, out: Path, merge: bool) -> str:
             return f"exported the merged model of {ref} to {out}"
         if merge:
             texts = mlflow_model.held_out_texts(paths)
-            classifier, diff = merged(cfg, paths["adapter"], texts)
+            classifier, diff = mlflow_model.merge(cfg, paths["adapter"], texts)
             mlflow_model.save(classifier, out)
             return (f"exported {ref} merged to {out}; its predictions match the adapter's on {len(texts)} held-out "
                     f"texts (largest log-probability difference {diff:.1e})")
@@ -83,15 +60,13 @@ def main(argv=None) -> int:
     try:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"OUT_DIR: {out} exists and is not an empty folder (choose a new one)")
-        from sentlab import mlflow_model
-
         mlflow_model.use_store(args.tracking_uri)
         print(export(args.model, out, args.merge))
     except ConfigError as err:
         print(f"sentlab.export: error: {err}", file=sys.stderr)
         return 2
-    except MergeMismatch as err:
-        print(f"sentlab.export: error: {err}", file=sys.stderr)
+    except mlflow_model.MergeMismatch as err:
+        print(f"sentlab.export: error: {err}; nothing written", file=sys.stderr)
         return 1
     return 0
 

@@ -28,6 +28,7 @@ from sentlab.config import ConfigError  # noqa: E402
 mlflow = tracking.mlflow
 ARTIFACT = "model"  # the model's name in every run: runs:/RUN_ID/model
 EXAMPLE_ROWS = 16  # test texts kept as the input example (also the held-out batch an export checks)
+MERGE_TOLERANCE = 1e-3  # largest log-probability difference a merge may make (float rounding only)
 REQUIREMENTS = ("torch", "transformers", "peft", "mlflow", "pandas", "omegaconf")  # pinned as installed
 
 
@@ -135,13 +136,26 @@ def build_shared(paths: list[dict[str, str]], refs: list[str]) -> list[Classifie
     return classifiers
 
 
-def merge(cfg, adapter_dir: str) -> Classifier:
-    """The adapter folded into the full-precision base (a QLoRA run's base is reloaded unquantized)."""
+class MergeMismatch(RuntimeError):
+    """The merged model does not predict as the adapter does."""
+
+
+def merge(cfg, adapter_dir: str, texts: list[str]) -> tuple[Classifier, float]:
+    """The adapter folded into the full-precision base (a QLoRA run's base is reloaded unquantized), checked
+    to predict as the adapter does on `texts`: (classifier, largest log-probability difference)."""
+    import numpy as np
+
     from sentlab import adapters
 
     classifier = build(cfg, adapter_dir, full_precision=True)
+    before = classifier.log_probs(texts)
     classifier.model = adapters.merge(classifier.model)
-    return classifier
+    after = classifier.log_probs(texts)
+    diff = float(np.abs(before - after).max())
+    if diff > MERGE_TOLERANCE or (before.argmax(axis=1) != after.argmax(axis=1)).any():
+        raise MergeMismatch(f"the merged model's predictions differ from the adapter's on {len(texts)} held-out "
+                            f"texts (largest log-probability difference {diff:.2e})")
+    return classifier, diff
 
 
 def save(classifier: Classifier, folder: Path) -> None:
@@ -211,7 +225,7 @@ def log_model(cfg, data):
         with tempfile.TemporaryDirectory() as tmp:
             if cfg.tracking.get("log_model", "adapter") == "merged":
                 adapter = mlflow.artifacts.download_artifacts(mlflow.get_artifact_uri("adapter"), dst_path=tmp)
-                save(merge(cfg, adapter), Path(tmp) / "merged")
+                save(merge(cfg, adapter, list(example["text"]))[0], Path(tmp) / "merged")
                 artifacts["merged"] = str(Path(tmp) / "merged")
             else:
                 artifacts["adapter"] = mlflow.get_artifact_uri("adapter")

@@ -93,3 +93,25 @@ def test_datasets_are_logged_as_run_inputs(tiny_models, train, store):
     assert inputs["a"]["train"].digest != test.digest
     assert inputs["b"]["train"].digest == inputs["a"]["train"].digest  # the same rows
     assert inputs["b"]["test"].digest != test.digest  # other rows: told apart
+
+
+def test_hub_data_is_logged_by_its_hub_id(runs_dir):
+    """A data set read from the hub is named by its hub id and subset (no network needed to log it)."""
+    from types import SimpleNamespace
+
+    import mlflow
+    from datasets import Dataset
+    from omegaconf import OmegaConf
+
+    from sentlab import mlflow_model
+
+    cfg = OmegaConf.create({"data": {"dir": None, "hub_id": "nyu-mll/glue", "hub_subset": "sst2"}})
+    data = SimpleNamespace(name="sst2", splits={"test": Dataset.from_dict({"text": ["fine", "bad"], "label": [1, 0]})})
+    runs_dir.mkdir()
+    mlflow.set_tracking_uri(f"sqlite:///{runs_dir}/mlflow.db")
+    with mlflow.start_run() as run:
+        mlflow_model.log_inputs(cfg, data, splits=("test",))
+    (logged,) = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert logged.dataset.source_type == "hugging_face"
+    source = json.loads(logged.dataset.source)
+    assert (source["path"], source["config_name"]) == ("nyu-mll/glue", "sst2")
