@@ -99,6 +99,8 @@ def main(argv=None) -> int:
         texts = args.args if args.compare else args.args[1:]
         if not refs:
             raise ConfigError("MODEL: no model given (a run id, runs:/RUN_ID/model or models:/NAME@ALIAS)")
+        if args.batch_size is not None and args.batch_size < 1:
+            raise ConfigError(f"--batch-size: must be 1 or more, got {args.batch_size}")
         if args.out and Path(args.out).suffix.lower() not in OUTPUTS:
             raise ConfigError(f"--out: unknown format of {args.out} (use .jsonl or .csv)")
         if args.file:
