@@ -269,7 +269,14 @@ def log_inputs(cfg, data, splits=("train", "val", "test")) -> None:
             warnings.simplefilter("ignore", UserWarning)  # (all local), integer columns hold no missing values
             dataset = mlflow.data.from_pandas(rows.to_pandas(), source=source, name=f"{data.name}-{split}",
                                               targets="label")
-            mlflow.log_input(dataset, context=split)
+            try:
+                mlflow.log_input(dataset, context=split)
+            except mlflow.exceptions.MlflowException as err:
+                # Parallel jobs logging the same data set race to create it in the store (a unique constraint
+                # fails for the later one, its transaction rolled back): the second try finds it and links it.
+                if "unique" not in str(err).lower():
+                    raise
+                mlflow.log_input(dataset, context=split)
 
 
 def held_out_texts(paths: dict[str, str]) -> list[str]:

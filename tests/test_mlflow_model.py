@@ -115,3 +115,23 @@ def test_hub_data_is_logged_by_its_hub_id(runs_dir):
     assert logged.dataset.source_type == "hugging_face"
     source = json.loads(logged.dataset.source)
     assert (source["path"], source["config_name"]) == ("nyu-mll/glue", "sst2")
+
+
+def test_a_data_set_created_meanwhile_by_a_parallel_job_is_linked(tiny_models, train, store, monkeypatch):
+    """Two jobs of a parallel sweep create the same data set in the store at once: the later one's insert fails
+    on the store's unique constraint, and its retry links the data set the other created."""
+    import mlflow
+
+    real, failed = mlflow.log_input, []
+
+    def racing(dataset, context=None, **kwargs):
+        if not failed:  # the first call loses the race, as the store reports it
+            failed.append(context)
+            raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name")
+        return real(dataset, context=context, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    train(*tiny_args(tiny_models, "bert"), *FAST)
+    (run,) = all_runs(store())
+    assert run.info.status == "FINISHED" and failed == ["train"]
+    assert sorted(i.tags[0].value for i in run.inputs.dataset_inputs) == ["test", "train", "val"]
