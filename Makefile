@@ -6,7 +6,8 @@ PORT   ?= 5000
 SERVE_PORT ?= 5001
 RUN    ?=
 RUNS   ?= runs
-STORE  := sqlite:///$(RUNS)/mlflow.db
+# the store of make ui / make server; e.g. make server STORE=postgresql+psycopg://USER@HOST:5432/DB
+STORE  ?= sqlite:///$(RUNS)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
@@ -58,6 +59,7 @@ bench: install  ## all benchmarks; each writes its results to docs/benchmarks/
 	$(PY) -m bench.seq_cls_speed
 	$(PY) -m bench.sweep_overhead
 	$(PY) -m bench.generative
+	$(PY) -m bench.demo_data
 	$(PY) -m bench.serving
 
 clean:  ## delete runs/ (all MLflow runs and Hydra outputs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 
 
 def add_lora(model, lora, task_type: str):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_source(source: str, cache_dir: str | None = None) -> str:
@@ -62,7 +65,7 @@ def _converted_gguf(source: str, cache_dir: str) -> str:
             return str(target)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        print(f"converting {gguf.name} into {target} (once; later runs load the folder)")
+        log.info(f"converting {gguf.name} into {target} (once; later runs load the folder)")
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=name)
@@ -79,6 +82,37 @@ def _converted_gguf(source: str, cache_dir: str) -> str:
     return str(target)
 
 
+def load_config(backbone):
+    """The backbone's transformers config: the first thing read from its source, so an unknown source fails
+    here, in one line, before anything heavy loads."""
+    from transformers import AutoConfig
+
+    source = resolve_source(backbone.source, backbone.get("cache_dir"))
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        if Path(source).exists():
+            problem = f"'{source}' is a folder without a usable config.json ({_first_line(err)})"
+        else:
+            problem = f"'{source}' is not a local folder, and the Hugging Face hub did not give it ({_first_line(err)})"
+        raise ConfigError(
+            f"backbone.source: {problem}; give a model folder, a hub id that exists (on a machine that reaches "
+            "the hub), or a packaged model such as backbone=minilm"
+        ) from None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+def max_positions(config, tokenizer) -> int | None:
+    """How many tokens the backbone takes: the tokenizer's model_max_length where it is set (it knows, e.g.,
+    RoBERTa's 2 reserved positions), else the config's max_position_embeddings; None when neither says."""
+    if 0 < (tokenizer.model_max_length or 0) < 1_000_000:
+        return tokenizer.model_max_length
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_tokenizer(backbone):
     """The backbone's tokenizer, with a pad token (the head sets the padding side)."""
     from transformers import AutoTokenizer
@@ -93,11 +127,29 @@ def load_tokenizer(backbone):
     return tokenizer
 
 
+# Layers a head adds to a backbone: missing from a base checkpoint by design (newly initialized, then trained).
+NEW_HEAD_LAYERS = ("classifier", "pre_classifier", "score")
+
+
 def load_model(model_class, backbone, tokenizer, quantization_config=None, **kwargs):
-    """Load the base model with `model_class` (an AutoModelFor... class); pad token id set on its config."""
-    model = model_class.from_pretrained(
-        resolve_source(backbone.source, backbone.get("cache_dir")), quantization_config=quantization_config, **kwargs
+    """Load the base model with `model_class` (an AutoModelFor... class); pad token id set on its config.
+
+    transformers' load report (a table of weights the checkpoint lacks) becomes one line: the expected new
+    head, or a warning naming base weights that were not in the checkpoint (and are random now).
+    """
+    model, info = model_class.from_pretrained(
+        resolve_source(backbone.source, backbone.get("cache_dir")), quantization_config=quantization_config,
+        output_loading_info=True, **kwargs,
     )
+    missing = sorted(info["missing_keys"])
+    head = [k for k in missing if k.split(".")[0] in NEW_HEAD_LAYERS]
+    if head:
+        log.info(f"new classification head ({', '.join(head)}): initialized at random, trained with the adapter")
+    if other := [k for k in missing if k not in head]:
+        log.warning(
+            f"{len(other)} weights of the base are not in its checkpoint and start at random: "
+            f"{', '.join(other[:5])}{' ...' if len(other) > 5 else ''} (check backbone.source)"
+        )
     # Decoders without a pad token need it on the config too, or batches > 1 fail (transformers #34055).
     model.config.pad_token_id = tokenizer.pad_token_id
     return model

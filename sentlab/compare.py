@@ -8,6 +8,11 @@
 Rows are the sweep's child runs, the runs its jobs were skipped for (marked `reused`), and zero-shot runs
 (train.epochs=0) of the same backbone and data as the `baseline`, first. Columns: the swept values, trainable %,
 adapter size, validation and test metrics, train time. Sorted by --metric (default: val_<train.select_metric>).
+
+Runs that differ only in train.seed are repeats of one setting (`-m sweep=seeds lora.r=4,8`): a second table gives
+each setting's mean ± std and 95 % interval per metric over its seeds, and a paired bootstrap on the test set's
+per-example predictions says whether the best setting really beats each other one; the r and lr plots draw the
+intervals as error bars.
 """
 from __future__ import annotations
 
@@ -18,12 +23,15 @@ import os
 import sys
 from pathlib import Path
 
+from sentlab.stats import mean_ci, paired_bootstrap
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 METRICS = ["trainable_pct", "adapter_size_mb", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro",
            "test_recall_macro", "train_time_s"]
 PLOTS = ("metric_vs_r.png", "metric_vs_lr.png", "trainable_vs_metric.png", "all_runs.png")
+SUMMARY = ["test_accuracy", "test_f1_macro"]  # summarized over seeds beside the sort metric
 
 
 def parse_args(argv=None):
@@ -165,8 +173,11 @@ def plots(frame, runs, metric: str, out: Path) -> list[Path]:
     for name, x, other, log in (("metric_vs_r.png", "r", "lr", 2), ("metric_vs_lr.png", "lr", "r", 10)):
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         for value, group in trained.groupby(other, dropna=False):
-            group = group.sort_values(x)
-            ax.plot(group[x], group[metric], "o-", label=f"{'lora.r' if other == 'r' else 'train.lr'}={value}")
+            # the mean over seeds at each x, with its 95 % interval as an error bar (none for a single run)
+            points = [(at, mean_ci(runs_at[metric])) for at, runs_at in group.groupby(x)]
+            ax.errorbar([at for at, _ in points], [p["mean"] for _, p in points],
+                        yerr=[0 if p["n"] < 2 else p["high"] - p["mean"] for _, p in points], fmt="o-", capsize=3,
+                        label=f"{'lora.r' if other == 'r' else 'train.lr'}={value}")
         baseline(ax)
         if len(trained) and all(isinstance(v, (int, float)) and v > 0 for v in trained[x]):
             ax.set_xscale("log", base=log)
@@ -201,6 +212,93 @@ def plots(frame, runs, metric: str, out: Path) -> list[Path]:
     return paths
 
 
+def repeats(frame, runs, metric: str):
+    """One row per setting whose runs differ only in train.seed: the seeds, and mean, std and 95 % interval of each
+    metric over them, best mean first; None when no setting ran with more than one seed."""
+    import pandas as pd
+
+    by_id = {r.info.run_id: r for r in runs}
+    done = frame[frame.status == "FINISHED"]
+    key = [by_id[i].data.tags.get("sentlab.setting_hash", i) for i in done.run_id]
+    groups = list(done.groupby(key, sort=False))
+    if all(len(group) < 2 for _, group in groups):
+        return None
+    rows = []
+    for _, group in groups:
+        row = {"setting": group.run.iloc[0], "kind": group.kind.iloc[0], "n_seeds": len(group),
+               "seeds": " ".join(sorted(by_id[i].data.params.get("train.seed", "?") for i in group.run_id)),
+               "run_ids": " ".join(group.run_id)}
+        for name in dict.fromkeys([metric, *SUMMARY]):
+            summary = mean_ci(group[name])
+            row.update({f"{name}_mean": summary["mean"], f"{name}_std": summary["std"],
+                        f"{name}_ci_low": summary["low"], f"{name}_ci_high": summary["high"]})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(f"{metric}_mean", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def paired_tests(client, groups, runs) -> list[dict]:
+    """The best setting (first row of `groups`) against each other one: a paired bootstrap of test accuracy over
+    the test examples, on the runs of both with the same seeds (so, the same test rows)."""
+    import numpy as np
+    import pandas as pd
+
+    seed_of = {r.info.run_id: r.data.params.get("train.seed") for r in runs}
+    correct = {}  # run id -> 0/1 per test example (by id), or None without a predictions artifact
+
+    def right(run_id):
+        if run_id not in correct:
+            try:
+                predictions = pd.read_csv(client.download_artifacts(run_id, "test_predictions.csv")).sort_values("id")
+                correct[run_id] = (predictions.label == predictions.prediction).to_numpy(dtype=float)
+            except Exception:
+                correct[run_id] = None
+        return correct[run_id]
+
+    best = groups.iloc[0]
+    results = []
+    for _, other in groups.iloc[1:].iterrows():
+        mine = {seed_of[i]: i for i in best.run_ids.split()}
+        theirs = {seed_of[i]: i for i in other.run_ids.split()}
+        seeds = sorted(set(mine) & set(theirs))
+        a = [right(mine[s]) for s in seeds]
+        b = [right(theirs[s]) for s in seeds]
+        row = {"best": best.setting, "other": other.setting, "seeds": len(seeds)}
+        if not seeds or any(x is None for x in a + b) or len({len(x) for x in a + b}) != 1:
+            results.append({**row, "note": "no shared seeds with test predictions of one test set"})
+            continue
+        test = paired_bootstrap(np.stack(a), np.stack(b))
+        results.append({**row, "examples": len(a[0]), "accuracy_diff": test["diff"], "ci_low": test["low"],
+                        "ci_high": test["high"], "p_value": test["p"]})
+    return results
+
+
+def _interval(row, name: str) -> str:
+    mean, std = row[f"{name}_mean"], row[f"{name}_std"]
+    if not math.isfinite(std):
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {std:.4f} [{row[f'{name}_ci_low']:.4f}, {row[f'{name}_ci_high']:.4f}]"
+
+
+def print_repeats(groups, tests, metric: str) -> None:
+    names = list(dict.fromkeys([metric, *SUMMARY]))
+    width = max(len(_short(s)) for s in groups.setting)
+    print(f"\nrepeats over seeds: {len(groups)} settings; mean ± std [95% interval] over n seeds")
+    print(f"{'setting':<{width}}  {'n':>2}  " + "  ".join(f"{n:<34}" for n in names).rstrip())
+    for _, row in groups.iterrows():
+        print(f"{_short(row.setting):<{width}}  {row.n_seeds:>2}  "
+              + "  ".join(f"{_interval(row, n):<34}" for n in names).rstrip())
+    if tests:
+        print(f"paired bootstrap on the test set: {_short(groups.setting.iloc[0])} (best by {metric}) against")
+    for test in tests:
+        if "note" in test:
+            print(f"  {_short(test['other'])}: not tested ({test['note']})")
+            continue
+        p = "p<0.0001" if test["p_value"] == 0 else f"p={test['p_value']:.3g}"  # 0 of 10,000 resamples
+        print(f"  {_short(test['other'])}: test accuracy {test['accuracy_diff']:+.4f} "
+              f"(95% interval {test['ci_low']:+.4f} to {test['ci_high']:+.4f}), {p}, "
+              f"{test['examples']} examples x {test['seeds']} seeds")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import mlflow
@@ -224,13 +322,22 @@ def main(argv=None) -> int:
     csv = out / "compare.csv"
     frame.to_csv(csv, index=False)
     paths = plots(frame, runs, metric, out)
+    groups = repeats(frame, runs, metric)
+    tests = []
+    if groups is not None:
+        tests = paired_tests(client, groups, runs)
+        groups.to_csv(out / "repeats.csv", index=False)
+        pd.DataFrame(tests).to_csv(out / "paired_tests.csv", index=False)
+        paths += [out / "repeats.csv", out / "paired_tests.csv"]
 
     title = f"sweep {parent.info.run_name} ({parent.info.run_id})" if parent else f"experiment {args.experiment}"
     print(f"{title}: {len(frame)} runs, sorted by {metric}; swept: {', '.join(swept) or '-'}")
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.float_format", "{:.4g}".format):
         print(frame.drop(columns="run_id").assign(run=frame.run.map(_short)).to_string(index=False))
-    print(f"saved {csv} and {len(paths)} plots in {out}")
+    if groups is not None:
+        print_repeats(groups, tests, metric)
+    print(f"saved {csv} and {len(paths)} more files in {out}")
     if parent and not args.no_log:
         for path in [csv, *paths]:
             client.log_artifact(parent.info.run_id, str(path), "compare")

@@ -1,9 +1,7 @@
 """Validation of a composed run config: cheap checks that run before anything heavy loads."""
 from __future__ import annotations
 
-
-class ConfigError(ValueError):
-    """A bad setting: the message names the setting and how to fix it."""
+from sentlab.errors import ConfigError
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 
 if TYPE_CHECKING:  # `datasets` takes a second to import: only load_data imports it
     import datasets
@@ -37,6 +37,7 @@ DEFAULTS = {
     "text_column": "text",
     "label_column": "label",
     "label_words": None,  # None: the label names themselves
+    "encoding": "utf-8",  # of local text files (csv, tsv, json, txt): any Python codec, e.g. latin-1
     "val_fraction": 0.1,
     "max_samples": {},
     "seed": 0,
@@ -112,6 +113,11 @@ def load_data(cfg) -> SentimentData:
         if len(splits[split]) == 0:
             raise ConfigError(f"data: split '{split}' is empty after dropping empty rows ({where})")
 
+    present = set(splits["train"].unique("label"))
+    if len(present) < len(cfg["label_names"]):
+        absent = [name for i, name in enumerate(cfg["label_names"]) if i not in present]
+        log.warning(f"data {cfg['name']}: no train rows of {_show(absent)}: the model cannot learn to predict "
+                    f"{'it' if len(absent) == 1 else 'them'} (check data.label_column and data.label_names)")
     if "val" not in splits:
         splits["train"], splits["val"] = _carve_val(splits["train"], cfg)
         dropped["val"] = 0
@@ -121,7 +127,7 @@ def load_data(cfg) -> SentimentData:
             splits[split] = splits[split].shuffle(seed=cfg["seed"]).select(range(n))
 
     splits = {split: splits[split] for split in SPLITS}
-    log.info("data %s from %s: %s rows", cfg["name"], source,
+    log.debug("data %s from %s: %s rows", cfg["name"], source,
              ", ".join(f"{split} {len(ds)}" for split, ds in splits.items()))
     return SentimentData(
         name=cfg["name"],
@@ -152,6 +158,11 @@ def _data_dir(cfg) -> Path:
 def _check_files(cfg) -> set[str]:
     """Check that the folder and every configured file exist; return the splits given."""
     folder = _data_dir(cfg)
+    if folder.is_file():
+        raise ConfigError(
+            f"data.dir: {folder} is a file, not a folder (set data.dir={folder.parent} and "
+            f"data.files.train={folder.name}, and the other splits' files)"
+        )
     if not folder.is_dir():
         raise ConfigError(
             f"data.dir: folder not found: {folder} (set data.dir to the folder that holds the data files; "
@@ -205,8 +216,8 @@ def _show(names) -> str:
 def _read_files(cfg) -> dict:
     """{split: (dataset as read, where it came from)} for each file in data.files.
 
-    datasets' "Generating split" bars are off while reading: local files read in about a second, load_data
-    logs a line of its own, and a bad-input error stays the only line on stderr (cold cache or warm).
+    datasets' "Generating split" bars and its own error log are off while reading: local files read in about a
+    second, and a file that cannot be read is one ConfigError naming it (cold cache or warm).
     """
     import datasets
 
@@ -214,25 +225,65 @@ def _read_files(cfg) -> dict:
     raw = {}
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    datasets_log = logging.getLogger("datasets")
+    level = datasets_log.level
+    datasets_log.setLevel(logging.CRITICAL)
     try:
         for split, name in cfg["files"].items():
             if name is None:
                 continue
-            if isinstance(name, str):
-                raw[split] = (_read_file(folder / name), name)
-            else:
-                raw[split] = (_read_pair(folder / name[0], folder / name[1], split), " + ".join(name))
+            names = [name] if isinstance(name, str) else list(name)
+            try:
+                if isinstance(name, str):
+                    table = _read_file(folder / name, cfg["encoding"])
+                else:
+                    table = _read_pair(folder / name[0], folder / name[1], split, cfg["encoding"])
+            except ConfigError:
+                raise
+            except Exception as err:
+                raise _read_error(err, [folder / n for n in names], split, cfg["encoding"]) from None
+            if len(table) == 0:
+                raise _no_rows(folder / names[0], split)
+            raw[split] = (table, " + ".join(names))
     finally:
+        datasets_log.setLevel(level)
         if bars_were_on:
             datasets.enable_progress_bars()
     return raw
 
 
-def _read_file(path: Path) -> datasets.Dataset:
+def _no_rows(path: Path, split: str) -> ConfigError:
+    return ConfigError(
+        f"data.files.{split}: {path} has no rows (only a header, or empty); give the {split} split a file with rows"
+    )
+
+
+def _read_error(err: Exception, paths: list[Path], split: str, encoding: str) -> ConfigError:
+    """One line for a file that could not be read: which file, which line for bad bytes, and the fix."""
+    if "corresponds to no data" in str(err):
+        return _no_rows(paths[0], split)
+    cause = err if isinstance(err, UnicodeDecodeError) else err.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        for path in paths:
+            with open(path, "rb") as f:
+                for number, line in enumerate(f, start=1):
+                    try:
+                        line.decode(encoding)
+                    except UnicodeDecodeError as bad:
+                        return ConfigError(
+                            f"data.encoding: {path} line {number} is not valid {encoding} (byte "
+                            f"0x{line[bad.start]:02x} at column {bad.start + 1}); set data.encoding to the file's "
+                            f"encoding, e.g. data.encoding=latin-1, or re-save the file as UTF-8"
+                        )
+    reason = str(cause or err).strip().splitlines()[0][:200]
+    return ConfigError(f"data.files.{split}: cannot read {' + '.join(map(str, paths))}: {reason}")
+
+
+def _read_file(path: Path, encoding: str) -> datasets.Dataset:
     from datasets import load_dataset
 
     suffix = path.suffix.lower()
-    options = {}
+    options = {} if FORMATS[suffix] == "parquet" else {"encoding": encoding}
     if FORMATS[suffix] == "csv":
         # na_filter=False keeps texts such as "NA" or "null" as written (an empty cell becomes "")
         options["na_filter"] = False
@@ -242,12 +293,13 @@ def _read_file(path: Path) -> datasets.Dataset:
     return load_dataset(FORMATS[suffix], data_files=str(path), split="train", **options)
 
 
-def _read_pair(text_path: Path, label_path: Path, split: str) -> datasets.Dataset:
+def _read_pair(text_path: Path, label_path: Path, split: str, encoding: str) -> datasets.Dataset:
     """The tweet_eval format: one text a line in one file, its label on the same line of another."""
     from datasets import concatenate_datasets, load_dataset
 
-    texts = load_dataset("text", data_files=str(text_path), split="train")
-    labels = load_dataset("text", data_files=str(label_path), split="train").rename_column("text", "label")
+    texts = load_dataset("text", data_files=str(text_path), split="train", encoding=encoding)
+    labels = load_dataset("text", data_files=str(label_path), split="train", encoding=encoding)
+    labels = labels.rename_column("text", "label")
     if len(texts) != len(labels):
         raise ConfigError(
             f"data.files.{split}: {text_path.name} has {len(texts)} lines but {label_path.name} has "
@@ -281,6 +333,13 @@ def _to_text_label(table: datasets.Dataset, cfg, split: str, where: str) -> data
             raise ConfigError(
                 f"data.{setting}: column '{column}' not in {where} (columns: {', '.join(table.column_names)}); "
                 f"set data.{setting}=<one of them>"
+            )
+    for column in text_columns:
+        dtype = getattr(table.features[column], "dtype", "string")
+        if dtype not in ("string", "large_string"):
+            raise ConfigError(
+                f"data.text_column: column '{column}' in {where} holds {dtype} values, not text; set "
+                f"data.text_column to the column with the texts (columns: {', '.join(table.column_names)})"
             )
     label_ids = _label_ids(table.unique(label_column), cfg["label_names"], split, where)
 
@@ -318,6 +377,12 @@ def _label_ids(values, label_names: list[str], split: str, where: str) -> dict:
 
     ids = {value: label_id(value) for value in values}
     unknown = sorted((v for v, i in ids.items() if i is None), key=str)
+    if any(isinstance(v, float) for v in unknown):
+        raise ConfigError(
+            f"data.label_column: {split} ({where}) has fractional labels such as {_show(unknown[:3])}: scores, "
+            f"not classes; labels must be class names {_show(label_names)} or ids 0..{len(label_names) - 1} "
+            "(set data.label_column to the column of classes, or bin the scores into classes first)"
+        )
     if unknown:
         raise ConfigError(
             f"data.label_names: labels {unknown} in {split} ({where}) are not among label_names "

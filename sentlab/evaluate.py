@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 
 
 def label_mapping(data_names: list[str], run_names: list[str], label_map: dict[str, str]) -> dict[int, int]:

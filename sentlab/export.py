@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from sentlab import mlflow_model
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 

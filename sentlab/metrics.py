@@ -17,6 +17,20 @@ def classification_metrics(labels, preds, label_names: list[str]) -> dict[str, f
     return metrics
 
 
+def metrics_table(metrics: dict[str, float], label_names: list[str]) -> str:
+    """The headline metrics and a precision / recall / F1 row per class, as text for the console."""
+    lines = ["  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")),
+             f"  {'':<{width(label_names)}}  precision  recall      f1"]
+    for name in label_names:
+        lines.append(f"  {name:<{width(label_names)}}  {metrics[f'precision_{name}']:9.4f}  "
+                     f"{metrics[f'recall_{name}']:6.4f}  {metrics[f'f1_{name}']:6.4f}")
+    return "\n".join(lines)
+
+
+def width(names) -> int:
+    return max(map(len, names))
+
+
 def confusion(labels, preds, label_names: list[str]) -> np.ndarray:
     """Rows are true labels, columns predictions, in label_names order."""
     return confusion_matrix(labels, preds, labels=list(range(len(label_names))))

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from sentlab import tracking  # noqa: E402
-from sentlab.config import ConfigError  # noqa: E402
+from sentlab.errors import ConfigError  # noqa: E402
 
 mlflow = tracking.mlflow
 ARTIFACT = "model"  # the model's name in every run: runs:/RUN_ID/model

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import resource
 import tempfile
 import time
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import torch
 
-from sentlab import adapters, backbones, mlflow_model, quant, tracking
+from sentlab import adapters, backbones, console, mlflow_model, quant, tracking
 from sentlab.config import validate
 from sentlab.data import load_data
-from sentlab.heads import make_head
-from sentlab.metrics import confusion, plot_confusion
+from sentlab.heads import head_class, make_head
+from sentlab.metrics import confusion, metrics_table, plot_confusion
 from sentlab.training import evaluate, fit, pick_device
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir: str | None = None) -> dict:
@@ -51,7 +54,7 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
 def _skip(done, sweep_dir: str, config_hash: str) -> dict:
     """A sweep job whose config already has a FINISHED run: noted for the sweep's summary, not rerun."""
     metrics = done.data.metrics
-    print(f"skip: {done.info.run_name!r} already FINISHED as run {done.info.run_id} (force=true reruns it)")
+    log.info(f"skip: {done.info.run_name!r} already FINISHED as run {done.info.run_id} (force=true reruns it)")
     tracking.note_skipped(sweep_dir, config_hash, done)
     split = {s: {k[len(s) + 1:]: v for k, v in metrics.items() if k.startswith(s + "_")} for s in ("val", "test")}
     return {"run_id": done.info.run_id, "skipped": True, **split, "train_time_s": metrics.get("train_time_s")}
@@ -64,12 +67,18 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
     columns, labels, tokenizer) is checked before the MLflow run starts, so bad
     input leaves no run behind; anything that fails later marks the run FAILED.
     """
+    validate(cfg)
+    quant.import_only_if_needed(cfg.quant)  # before transformers imports peft
     from transformers import set_seed
 
-    validate(cfg)
     set_seed(cfg.train.seed)
+    hashes = {"sentlab.config_hash": tracking.config_hash(cfg),  # of the config as asked for (what a sweep looks up)
+              "sentlab.setting_hash": tracking.config_hash(cfg, seeds=False)}
+    model_config = backbones.load_config(cfg.backbone)  # an unknown source fails here, before the data loads
+    head_class(cfg.head.name).check_backbone(model_config)
     data = load_data(cfg.data)
     tokenizer = backbones.load_tokenizer(cfg.backbone)
+    _cap_max_length(cfg, backbones.max_positions(model_config, tokenizer))
     head = make_head(cfg, tokenizer, data)  # sets the padding side it needs
     quantization = quant.quantization_config(cfg.quant)
     device = pick_device(cfg.train.device)
@@ -77,7 +86,7 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
 
     experiment_id = tracking.connect(cfg.tracking)
     tags = {
-        "sentlab.config_hash": tracking.config_hash(cfg),
+        **hashes,
         "sentlab.overrides": " ".join(overrides),
         "sentlab.backbone": cfg.backbone.name,
         "sentlab.head": cfg.head.name,
@@ -101,11 +110,36 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
         except BaseException as err:
             tracking.mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
             raise
+        finally:  # the run's log file (train.log in its Hydra folder), failed runs included
+            if path := console.log_file():
+                tracking.mlflow.log_artifact(path, "logs")
         run_id = active.info.run_id
-    print(f"MLflow run {run_id} ({name}) in {cfg.tracking.uri}")
+    log.info(f"MLflow run {run_id} ({name}) in {cfg.tracking.uri}")
     if cfg.tracking.uri.startswith("sqlite:///"):
-        print("Compare runs in the MLflow UI: make ui   (then open http://127.0.0.1:5000)")
+        make_ui = "make ui" if cfg.runs_dir == "runs" else f"make ui RUNS={cfg.runs_dir}"
+        log.info(f"open it: {make_ui}, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
     return {"run_id": run_id, **result}
+
+
+def _cap_max_length(cfg, limit: int | None) -> None:
+    """train.max_length above what the backbone can take would crash on the first long text: cap it, and say so."""
+    if limit is not None and cfg.train.max_length > limit:
+        log.warning(f"train.max_length={cfg.train.max_length} is more than the {limit} tokens the backbone takes: "
+                    f"capped to {limit}")
+        cfg.train.max_length = limit
+
+
+def _describe(data) -> str:
+    """Rows per split with their label balance, and rows dropped."""
+    from collections import Counter
+
+    parts = []
+    for split, rows in data.splits.items():
+        counts = Counter(rows["label"])
+        balance = ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(data.label_names))
+        parts.append(f"{split} {len(rows)} ({balance})")
+    dropped = sum(data.dropped.values())
+    return f"data {data.name}: " + "; ".join(parts) + (f"; {dropped} rows without text dropped" if dropped else "")
 
 
 def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) -> dict:
@@ -125,7 +159,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
         }
     )
     mlflow_model.log_inputs(cfg, data)
-    print(f"data {data.name}: " + ", ".join(f"{s}={n}" for s, n in sizes.items()) + f"  labels={data.label_names}")
+    log.info(_describe(data))
 
     model = backbones.load_model(
         head.model_class(), cfg.backbone, tokenizer, quantization_config=quantization, **head.model_kwargs()
@@ -134,9 +168,9 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
     model = adapters.add_lora(model, cfg.lora, head.task_type).to(device)
     counts = adapters.parameter_counts(model)
     mlflow.log_metrics(counts)
-    print(
-        f"model {cfg.backbone.name}: {counts['trainable_params']:,} trainable of {counts['total_params']:,} "
-        f"parameters ({counts['trainable_pct']:.3f}%)"
+    log.info(
+        f"model {cfg.backbone.name} ({cfg.backbone.source}): {counts['trainable_params']:,} trainable of "
+        f"{counts['total_params']:,} parameters ({counts['trainable_pct']:.3f}%), on {device.type}"
     )
 
     features = {split: head.encode(rows) for split, rows in data.splits.items()}
@@ -159,14 +193,31 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
         results[split] = evaluation.metrics(data.label_names)
         if split == "test":
             _log_confusion(evaluation, data.label_names)
+            _log_predictions(evaluation, data.label_names, "test_predictions.csv")
     mlflow.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
-    print("test: " + "  ".join(f"{k}={results['test'][k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")))
+    log.info(f"test ({sizes['test']} rows):\n" + metrics_table(results["test"], data.label_names))
 
     adapter_mb = _log_adapter(model, tokenizer)
     mlflow_model.log_model(cfg, data)
     peak_mb = _peak_memory_mb(device)
     mlflow.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": peak_mb})
     return {"val": results["val"], "test": results["test"], "kept_epoch": kept["epoch"], "train_time_s": train_time}
+
+
+def _log_predictions(evaluation, label_names, path: str) -> None:
+    """Per-example predictions (row id, label, prediction, a probability per label): what compare's paired
+    test between runs reads."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": np.arange(len(evaluation.labels)), "label": evaluation.labels,
+                          "prediction": evaluation.preds})
+    for i, name in enumerate(label_names):
+        frame[f"prob_{name}"] = np.exp(evaluation.log_probs[:, i]).round(6)
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / path
+        frame.to_csv(file, index=False)
+        tracking.mlflow.log_artifact(str(file))
 
 
 def _log_confusion(evaluation, label_names):

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 
 TABLES = {".csv": ",", ".tsv": "\t"}
 OUTPUTS = (".jsonl", ".csv")

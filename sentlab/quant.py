@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import warnings
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 
 # Modules that must never be quantized: a quantized head cannot train (peft #1720), and a 2-row
 # output layer does not even load in 4-bit. lm_head (embed_out in older GPT-NeoX code) is the LM output layer.
@@ -39,6 +39,25 @@ def unavailable() -> str | None:
     except Exception as err:  # no backend for this device
         return f"bitsandbytes has no working backend on {device} ({type(err).__name__}: {str(err)[:200]})"
     return None
+
+
+def import_only_if_needed(quant) -> None:
+    """peft imports bitsandbytes whenever it is installed, and on CPU that import logs a warning about optional
+    kernels. A run that quantizes nothing hides the package from this process (a None entry in sys.modules: import
+    and find_spec then report it missing); a later quantized run in the same process (a sweep job) brings it back,
+    with the availability checks that transformers and peft cached forgotten."""
+    import sys
+
+    hidden = "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None
+    if quant.name == "none":
+        sys.modules.setdefault("bitsandbytes", None)  # no-op once it is imported
+    elif hidden:
+        del sys.modules["bitsandbytes"]
+        for module in ("transformers.utils.import_utils", "peft.import_utils"):
+            for name, function in getattr(sys.modules.get(module), "__dict__", {}).items():
+                if ("bnb" in name or "bitsandbytes" in name) and hasattr(function, "cache_clear"):
+                    function.cache_clear()
+        unavailable.cache_clear()
 
 
 def _dtype(name: str, setting: str):

@@ -23,8 +23,9 @@ class SweepCallback(Callback):
     so that parallel jobs never race on creating them; each job nests its run under the parent."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from sentlab import tracking
+        from sentlab import console, tracking
 
+        console.quiet_dependencies()
         experiment_id = tracking.connect(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
@@ -57,10 +58,15 @@ class SweepCallback(Callback):
         )
         client.log_dict(self.parent_run_id, summary["data"], SUMMARY_FILE)
         (self.sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary["data"], indent=1))
-        client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
         print(summary["text"])
+        if summary["data"]["repeated"]:  # settings over several seeds: their aggregated table goes to the parent
+            from sentlab import compare
+
+            compare.main(["--store", config.tracking.uri, "--sweep", self.parent_run_id,
+                          "--out", str(Path(config.runs_dir) / "compare" / self.parent_run_id)])
         if config.tracking.get("registered_model") and summary["data"]["best"]:
             register_best(config.tracking.registered_model, summary["data"]["best"]["run_id"])
+        client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
         if summary["data"]["failed"]:
             sys.exit(1)  # after the whole sweep has run: a script or CI sees that some jobs failed
 
@@ -83,6 +89,7 @@ def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
     failed = [r for r in children if r.info.status != "FINISHED"]
     skipped = [client.get_run(s["run_id"]) for s in tracking.skipped_runs(sweep_dir)]
 
+    settings = [r.data.tags["sentlab.setting_hash"] for r in finished if "sentlab.setting_hash" in r.data.tags]
     key = f"val_{select_metric}"
     scored = [r for r in finished + skipped if math.isfinite(r.data.metrics.get(key, math.nan))]
     best = max(scored, key=lambda r: r.data.metrics[key], default=None)
@@ -103,6 +110,7 @@ def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
         "skipped": [row(r) for r in skipped],
         "best": row(best) if best else None,
         "select_metric": key,
+        "repeated": len(set(settings)) < len(settings),  # some setting ran with several seeds
     }
     metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_skipped": len(skipped)}
     tags = {"sentlab.summary": "\n".join(lines)[:5000]}

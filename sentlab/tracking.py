@@ -20,19 +20,33 @@ INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force")
 
 
 def connect(tracking) -> str:
-    """Point MLflow at the configured store; the experiment's id (created once, race-safe)."""
+    """Point MLflow at the configured store; the experiment's id (created once, race-safe).
+
+    A sqlite store is created (and migrated) under a file lock beside it: processes that start together on an
+    empty store (parallel sweep jobs) would otherwise each migrate it, and leave it half-migrated.
+    """
     uri = tracking.uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        return _experiment_id(tracking)
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the store is created and the experiment looked up
+        return _experiment_id(tracking)
+
+
+def _experiment_id(tracking) -> str:
     experiment = mlflow.get_experiment_by_name(tracking.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    local_store = not uri.startswith(("http://", "https://", "databricks"))
+    local_store = not tracking.uri.startswith(("http://", "https://", "databricks"))
     location = Path(tracking.artifact_dir).resolve().as_uri() if local_store else None
     try:
         return mlflow.create_experiment(tracking.experiment, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # another job created it first
+    except mlflow.exceptions.MlflowException:  # another process created it first
         return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
 
 
@@ -59,9 +73,13 @@ def resolved(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def config_hash(cfg) -> str:
-    """A fingerprint of what a run computes: the resolved config without infrastructure keys."""
+def config_hash(cfg, seeds: bool = True) -> str:
+    """A fingerprint of what a run computes: the resolved config without infrastructure keys. With seeds=False,
+    the fingerprint of its setting (tag `sentlab.setting_hash`): runs that share it are repeats over seeds."""
     data = {k: v for k, v in resolved(cfg).items() if not _is_infra(k)}
+    if not seeds:
+        data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
+        data["data"] = {k: v for k, v in data["data"].items() if k != "seed"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -15,15 +15,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError, RunError
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # the repository's conf/
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the repository's conf/
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    from sentlab import pipeline  # heavy imports after Hydra has parsed the command line
+    from sentlab import console, pipeline  # heavy imports after Hydra has parsed the command line
 
+    console.quiet_dependencies()
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
@@ -31,18 +32,39 @@ def main(cfg: DictConfig) -> float:
             cfg, overrides=list(hydra_cfg.overrides.task), sweep_dir=sweep_dir, hydra_dir=hydra_cfg.runtime.output_dir
         )
     except Exception as err:
-        if sweep_dir is None:  # a single run: one line for a bad setting, the traceback for anything else
-            if isinstance(err, ConfigError):
-                print(f"sentlab: error: {err}", file=sys.stderr)
-                sys.exit(2)
-            raise
+        explained = isinstance(err, (ConfigError, RunError))  # the message says it all: no traceback
+        if sweep_dir is None:
+            if not explained:
+                raise
+            print(f"sentlab: error: {err}", file=sys.stderr)
+            sys.exit(2 if isinstance(err, ConfigError) else 1)
         # A sweep goes on: the job's run is FAILED with its error, the sweep's summary counts it and the
         # sweep exits non-zero at the end (Hydra's sweepers would stop at the first failed job).
-        detail = str(err) if isinstance(err, ConfigError) else traceback.format_exc()
+        detail = str(err) if explained else traceback.format_exc()
         print(f"sentlab: job {hydra_cfg.job.num} failed: {detail}", file=sys.stderr)
         return float("nan")  # an optimizing sweeper records the trial as failed
     return result["val"][cfg.train.select_metric]  # what an optimizing sweeper maximizes
 
 
+def check_group_choices(argv: list[str]) -> None:
+    """An unknown option of a config group (`backbone=llama9`) as one line naming the choices, before Hydra
+    starts (Hydra's own message is a paragraph). Values of a sweep (`backbone=a,b`) are checked one by one;
+    Hydra's own groups (hydra/launcher=..., options that plugins add) are left to Hydra."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        folder = CONF_DIR / key
+        if not sep or key.startswith("hydra") or not folder.is_dir() or not value or value == "null" or value[0] in "[(":
+            continue
+        choices = sorted(p.stem for p in folder.glob("*.yaml"))
+        values = value.removeprefix("choice(").removesuffix(")").split(",")
+        for unknown in [v.strip() for v in values if v.strip() not in choices]:
+            raise ConfigError(f"{key}: no option '{unknown}' in conf/{key}/ (choose one of: {', '.join(choices)})")
+
+
 if __name__ == "__main__":
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as error:
+        print(f"sentlab: error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()

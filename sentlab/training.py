@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass
 
@@ -10,7 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from sentlab.errors import RunError
 from sentlab.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -90,16 +94,19 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
     step = 0
     for epoch in range(1, train_cfg.epochs + 1):
         model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=None)  # None: off when not a terminal
-        for i, batch in enumerate(bar):
+        # One bar per epoch, in examples (its rate is examples/s); None: off when not a terminal.
+        bar = tqdm(total=len(train_features), desc=f"epoch {epoch}/{train_cfg.epochs}", unit="ex", disable=None)
+        for i, batch in enumerate(loader):
             with autocast(device, train_cfg.precision):
                 loss = head.loss(model, to_device(batch, device))
             if not torch.isfinite(loss):
-                raise FloatingPointError(
+                bar.close()
+                raise RunError(
                     f"train loss is {loss.item()} at epoch {epoch}, batch {i}: lower train.lr "
                     f"(now {train_cfg.lr}) or use train.precision=fp32"
                 )
             (loss / train_cfg.grad_accum).backward()
+            bar.update(len(batch["labels"]))
             if (i + 1) % train_cfg.grad_accum and i + 1 < len(loader):
                 continue
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -107,15 +114,16 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if step % train_cfg.log_every == 0:
                 log_metrics({"train_loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, step)
+        bar.close()
 
         if not (train_cfg.eval_every_epoch or epoch == train_cfg.epochs):
             continue
         val = evaluate(model, head, val_features, train_cfg, device, desc="validation").metrics(label_names)
         log_metrics({f"val_{k}": v for k, v in val.items()}, epoch)
-        print(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
+        log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
         score = val[train_cfg.select_metric]
         if train_cfg.keep == "last" or score > best_score:
             best_score, kept = score, {"epoch": epoch, "val": val}
@@ -124,5 +132,5 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
 
     if best_state is not None and kept["epoch"] != train_cfg.epochs:
         model.load_state_dict(best_state, strict=False)
-        print(f"kept the adapter of epoch {kept['epoch']} (best val_{train_cfg.select_metric}={best_score:.4f})")
+        log.info(f"kept the adapter of epoch {kept['epoch']} (best val_{train_cfg.select_metric}={best_score:.4f})")
     return kept

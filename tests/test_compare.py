@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from conftest import FAST, tiny_args
 
 
@@ -47,3 +49,46 @@ def test_compare_table_and_plots(tiny_models, train, store, runs_dir, capsys):
                          "--out", str(runs_dir / "exp"), "--no-log"]) == 0
     with open(runs_dir / "exp" / "compare.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 5
+
+
+def test_seed_repeats_are_grouped_with_intervals_and_a_paired_test(tiny_models, train, store, runs_dir, capsys):
+    """`sweep=seeds` repeats a grid over 3 seeds; the sweep's end logs the aggregated table to the parent, and
+    compare's numbers are the mean, std and t-interval of the runs' own metrics."""
+    import math
+
+    from scipy import stats
+
+    train("-m", "sweep=seeds", *tiny_args(tiny_models, "bert"), "lora.r=2,4", *FAST, "train.epochs=2")
+    out = capsys.readouterr().out
+    assert "repeats over seeds: 2 settings" in out and "paired bootstrap on the test set" in out
+
+    client = store()
+    runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sentlab.sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted((r.data.params["lora.r"], r.data.params["train.seed"]) for r in children) == [
+        (r, s) for r in ("2", "4") for s in ("1", "2", "3")]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
+    assert {"compare/repeats.csv", "compare/paired_tests.csv"} <= logged
+
+    folder = runs_dir / "compare" / parent.info.run_id
+    with open(folder / "repeats.csv", newline="") as f:
+        groups = {row["setting"]: row for row in csv.DictReader(f)}
+    assert set(groups) == {"lora.r=2", "lora.r=4"}
+    for setting, row in groups.items():
+        values = [r.data.metrics["test_accuracy"] for r in children if r.info.run_name == setting]
+        assert row["n_seeds"] == "3" and row["seeds"] == "1 2 3"
+        mean, std = sum(values) / 3, stats.tstd(values)
+        half = stats.t.ppf(0.975, 2) * std / math.sqrt(3)
+        assert float(row["test_accuracy_mean"]) == pytest.approx(mean)
+        assert float(row["test_accuracy_std"]) == pytest.approx(std, nan_ok=True)
+        if std > 0:
+            assert float(row["test_accuracy_ci_low"]) == pytest.approx(mean - half)
+    with open(folder / "paired_tests.csv", newline="") as f:
+        (test,) = list(csv.DictReader(f))
+    assert test["examples"] == "24" and test["seeds"] == "3" and 0 <= float(test["p_value"]) <= 1
+    best, other = test["best"], test["other"]
+    assert {best, other} == {"lora.r=2", "lora.r=4"}
+    diff = float(groups[best]["test_accuracy_mean"]) - float(groups[other]["test_accuracy_mean"])
+    assert float(test["accuracy_diff"]) == pytest.approx(diff)  # the same test rows in every run of a seed
+    assert float(test["ci_low"]) <= float(test["accuracy_diff"]) <= float(test["ci_high"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 from sentlab.data import SPLITS, check_data_config, load_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def test_demo():
     assert_text_label(data)
     assert data.name == "demo" and Path(data.source) == REPO / "sentlab" / "demo_data"
     assert data.label_names == data.label_words == ["negative", "neutral", "positive"]
-    assert {split: len(ds) for split, ds in data.splits.items()} == {"train": 300, "val": 60, "test": 60}
+    assert {split: len(ds) for split, ds in data.splits.items()} == {"train": 450, "val": 120, "test": 120}
     for ds in data.splits.values():  # balanced
         assert len(set(Counter(ds["label"]).values())) == 1
     texts = [t for ds in data.splits.values() for t in ds["text"]]

@@ -71,7 +71,7 @@ def test_qlora_export_merges_into_the_unquantized_base(exported, tiny_models, st
     from omegaconf import OmegaConf
 
     from sentlab import adapters, mlflow_model
-    from sentlab.config import ConfigError
+    from sentlab.errors import ConfigError
 
     words = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256", "quant=nf4"]
     _, out, line = exported([*tiny_args(tiny_models, "gpt_neox"), *words], merge=True)

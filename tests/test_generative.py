@@ -139,7 +139,7 @@ def test_verbalizer_clash_is_one_line_error_and_no_run(tiny_models, train, store
 def test_words_the_tokenizer_cannot_represent_are_an_error(tiny_models):
     from transformers import AutoTokenizer
 
-    from sentlab.config import ConfigError
+    from sentlab.errors import ConfigError
     from sentlab.heads.generative import label_token_ids
 
     wordpiece = AutoTokenizer.from_pretrained(tiny_models["bert"])  # lowercases; no emoji

@@ -111,7 +111,7 @@ def test_merged_model_predicts_the_same(tiny_models):
 
 def test_merge_into_a_4bit_base_is_refused(tiny_models):
     from sentlab import adapters
-    from sentlab.config import ConfigError
+    from sentlab.errors import ConfigError
 
     model, _, _ = _lora_model(tiny_models, "nf4")
     # The CPU workaround (ENVIRONMENT.md) is on: no 4-bit layer repacks into the inference-only layout.

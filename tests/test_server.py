@@ -52,11 +52,13 @@ def running(command: list[str], ready_url: str, log_path: Path, env: dict | None
 
 
 @contextmanager
-def mlflow_server(runs_dir: Path, timeout_s: float = 90):
-    """`mlflow server` as `make server` runs it, on a free loopback port; yields its URI; stopped by its pid."""
+def mlflow_server(runs_dir: Path, timeout_s: float = 90, backend_store: str | None = None):
+    """`mlflow server` as `make server` runs it, on a free loopback port; yields its URI; stopped by its pid.
+    Its store: runs_dir/mlflow.db, or backend_store (e.g. a PostgreSQL URI)."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{runs_dir}/mlflow.db",
+    store = backend_store or f"sqlite:///{runs_dir}/mlflow.db"
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                "--serve-artifacts", "--artifacts-destination", str(runs_dir / "mlartifacts"),
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}

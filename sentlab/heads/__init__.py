@@ -28,6 +28,10 @@ class Head:
         """The transformers AutoModel class to load the backbone with."""
         raise NotImplementedError
 
+    @classmethod
+    def check_backbone(cls, config) -> None:
+        """Raise ConfigError when the backbone (its transformers config) cannot serve this head."""
+
     def model_kwargs(self) -> dict:
         """Extra from_pretrained arguments (e.g. num_labels)."""
         return {}
@@ -56,14 +60,19 @@ class Head:
         raise NotImplementedError
 
 
-def make_head(cfg, tokenizer, data) -> Head:
-    """The head named by cfg.head.name."""
-    from sentlab.config import ConfigError
+def head_class(name: str) -> type[Head]:
+    """The head class named `name` (cfg.head.name)."""
+    from sentlab.errors import ConfigError
 
     from .generative import GenerativeHead
     from .seq_cls import SeqClsHead
 
     heads = {"seq_cls": SeqClsHead, "generative": GenerativeHead}
-    if cfg.head.name not in heads:
-        raise ConfigError(f"head: unknown head '{cfg.head.name}' (choose one of: {', '.join(heads)})")
-    return heads[cfg.head.name](cfg, tokenizer, data)
+    if name not in heads:
+        raise ConfigError(f"head: unknown head '{name}' (choose one of: {', '.join(heads)})")
+    return heads[name]
+
+
+def make_head(cfg, tokenizer, data) -> Head:
+    """The head named by cfg.head.name."""
+    return head_class(cfg.head.name)(cfg, tokenizer, data)

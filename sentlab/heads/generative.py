@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sentlab.config import ConfigError
+from sentlab.errors import ConfigError
 from sentlab.heads import Head
 
 
@@ -56,6 +56,18 @@ class GenerativeHead(Head):
             raise ConfigError(
                 f"train.max_length: {cfg.train.max_length} tokens leave {max(room, 0)} for the text: the "
                 f"template and the longest label word take {fixed} (raise train.max_length, or shorten head.template)"
+            )
+
+    @classmethod
+    def check_backbone(cls, config) -> None:
+        """A bidirectional encoder (BERT, RoBERTa, ...) has no next-token head to read the label word from:
+        loaded as a causal LM it would run and predict one class for every row."""
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+        if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+            raise ConfigError(
+                f"head: the generative head needs a decoder (a causal LM), but the backbone is a "
+                f"{config.model_type} encoder; use head=seq_cls, or a decoder backbone such as backbone=smollm2"
             )
 
     def model_class(self):

@@ -1,0 +1,54 @@
+"""What a run prints: sentlab's own story on the console, everything in the run's log file.
+
+The one place where dependency noise is handled. Hydra's job logging (conf/hydra/job_logging/sentlab.yaml)
+sends every record to `<run's Hydra folder>/train.log` (logged to MLflow as `logs/train.log`) and, through
+ConsoleFilter, only sentlab's own lines and other libraries' real warnings to the terminal.
+"""
+from __future__ import annotations
+
+import logging
+
+# Messages (substrings) that are expected here and say nothing to a user: kept out of the console, kept in the log.
+KNOWN_NOISE = (
+    "kernels-community",  # bitsandbytes on CPU: an optional kernel package it looks for at import
+    "LOAD REPORT",  # transformers' table of weights the checkpoint lacks: sentlab says it in one line of its own
+    "`is_gradient_checkpointing` is deprecated",  # a FutureWarning raised inside transformers 5.23 itself
+)
+
+
+class ConsoleFilter(logging.Filter):
+    """sentlab's records from INFO up; other libraries' from WARNING up, known noise never."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "sentlab" or record.name.startswith("sentlab."):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        message = record.getMessage()
+        return not any(noise in message for noise in KNOWN_NOISE)
+
+
+def quiet_dependencies() -> None:
+    """Route transformers' logs and Python warnings through logging (so they reach the log file and pass
+    ConsoleFilter), and turn off the progress bars of datasets' maps and transformers' weight loading."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_warning()
+    transformers.logging.disable_default_handler()
+    transformers.logging.enable_propagation()
+    transformers.logging.disable_progress_bar()
+    mlflow = logging.getLogger("mlflow")  # MLflow gives its logger a console handler of its own
+    mlflow.handlers.clear()
+    mlflow.propagate = True
+    logging.captureWarnings(True)
+
+
+def log_file() -> str | None:
+    """The file the root logger writes to (the run's train.log under Hydra), flushed; None outside Hydra."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.flush()
+            return handler.baseFilename
+    return None

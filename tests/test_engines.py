@@ -1,0 +1,109 @@
+"""Tracking stores beyond one process: 8 processes starting together on an empty sqlite store, and a joblib sweep of
+4 workers logging to an MLflow server on PostgreSQL. The tests start the engines on 127.0.0.1 themselves and stop
+them by pid; where PostgreSQL is not installed, its test skips with the reason."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, REPO, tiny_args
+from test_server import _free_port, mlflow_server
+
+WORKER = """
+import sys
+from omegaconf import OmegaConf
+from sentlab import tracking
+store, worker = sys.argv[1], sys.argv[2]
+cfg = OmegaConf.create({"uri": f"sqlite:///{store}/mlflow.db", "experiment": "sentlab", "artifact_dir": f"{store}/art"})
+experiment_id = tracking.connect(cfg)
+client = tracking.mlflow.MlflowClient()
+for i in range(5):
+    run = client.create_run(experiment_id, run_name=f"w{worker}-{i}")
+    client.log_metric(run.info.run_id, "x", i)
+    client.set_terminated(run.info.run_id)
+"""
+
+
+def test_processes_starting_together_on_an_empty_sqlite_store(tmp_path):
+    """The store is created under a lock: all 8 x 5 runs land, and the database is whole (MLflow reads it)."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(w)], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(8)]
+    errors = [p.communicate(timeout=300)[1] for p in workers]
+    assert [p.returncode for p in workers] == [0] * 8, errors
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id], max_results=1000)
+    assert sorted(r.info.run_name for r in runs) == sorted(f"w{w}-{i}" for w in range(8) for i in range(5))
+    assert all(r.info.status == "FINISHED" and r.data.metrics["x"] == int(r.info.run_name[-1]) for r in runs)
+
+
+def _postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them out of PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+@contextmanager
+def postgres():
+    """A PostgreSQL server of its own on a free 127.0.0.1 port, run as the `postgres` user when we are root
+    (initdb refuses root); yields `postgresql+psycopg://postgres@127.0.0.1:PORT/mlflow`; stopped by its pid.
+    Its folder is a fresh one in the system's temporary folder, which that user can reach (pytest's cannot)."""
+    bin_dir = _postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="sentlab-postgres-"))
+    data, port = folder / "pgdata", _free_port()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(folder, "postgres")
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+                   check=True, capture_output=True, timeout=120)
+    log = folder / "postgres.log"
+    server = subprocess.Popen(
+        [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+         "-c", f"unix_socket_directories={folder}"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                             capture_output=True).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"],
+                       check=True, capture_output=True, timeout=60)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        os.killpg(server.pid, 15)  # a smart shutdown of the server and its workers, by its process group
+        server.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(_postgres_bin() is None, reason="PostgreSQL is not installed (Debian: apt-get install postgresql)")
+def test_joblib_sweep_of_4_workers_against_a_server_on_postgresql(tiny_models, tmp_path):
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    with postgres() as store, mlflow_server(tmp_path / "runs", backend_store=store) as uri:
+        sweep = subprocess.run(
+            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST,
+             "lora.r=2,4,8,16", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", f"tracking.uri={uri}",
+             f"runs_dir={tmp_path / 'runs'}"],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+        import mlflow
+
+        client = mlflow.MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sentlab.sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(r.data.params["lora.r"]) for r in children) == [2, 4, 8, 16]
+    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
