@@ -3,13 +3,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 PORT   ?= 5000
+SERVE_PORT ?= 5001
+RUN    ?=
 RUNS   ?= runs
 # the store of make ui / make server; e.g. make server STORE=postgresql+psycopg://USER@HOST:5432/DB
 STORE  ?= sqlite:///$(RUNS)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare test ui server bench clean
+.PHONY: help install train sweep compare test ui server serve bench clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,11 +49,18 @@ server: install  ## an MLflow tracking server on the project's store at http://1
 		--serve-artifacts --artifacts-destination $(abspath $(RUNS))/mlartifacts \
 		--host 127.0.0.1 --port $(PORT) --workers 1
 
+# A run id becomes runs:/ID/model; a runs:/ or models:/ URI is served as it is. uvicorn comes from the venv.
+serve: install  ## serve a run's model: RUN=<run id | runs:/ID/model | models:/NAME@champion>; POST http://127.0.0.1:$(SERVE_PORT)/invocations
+	@test -n "$(RUN)" || { echo "make serve: set RUN=<run id, runs:/ID/model or models:/NAME@champion>" >&2; exit 2; }
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI=$(STORE) $(VENV)/bin/mlflow models serve \
+		-m $(if $(findstring :/,$(RUN)),$(RUN),runs:/$(RUN)/model) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+
 bench: install  ## all benchmarks; each writes its results to docs/benchmarks/
 	$(PY) -m bench.seq_cls_speed
 	$(PY) -m bench.sweep_overhead
 	$(PY) -m bench.generative
 	$(PY) -m bench.demo_data
+	$(PY) -m bench.serving
 
 clean:  ## delete runs/ (all MLflow runs and Hydra outputs)
 	rm -rf $(RUNS)

@@ -104,6 +104,8 @@ def collect(client, sweep: str | None, experiment: str | None, experiment_name: 
     for run in runs:
         if run.data.params.get("train.epochs") == "0":
             kinds[run.info.run_id] = "baseline"
+        if run.data.tags.get("sentlab.source_run_id"):  # a trained run tested on other data: sentlab.evaluate
+            kinds[run.info.run_id] = "evaluate"
     if runs and "baseline" not in kinds.values():  # a zero-shot run of the same backbone and data, if any
         keys = {(r.data.params.get("backbone.source"), r.data.params.get("data.name")) for r in runs}
         zero = client.search_runs(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sentlab import adapters, backbones, console, quant, tracking
+from sentlab import adapters, backbones, console, mlflow_model, quant, tracking
 from sentlab.config import validate
 from sentlab.data import load_data
 from sentlab.heads import head_class, make_head
@@ -82,6 +82,7 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
     head = make_head(cfg, tokenizer, data)  # sets the padding side it needs
     quantization = quant.quantization_config(cfg.quant)
     device = pick_device(cfg.train.device)
+    mlflow_model.check(cfg.tracking)
 
     experiment_id = tracking.connect(cfg.tracking)
     tags = {
@@ -157,6 +158,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
             **{f"dataset.{split}_dropped": n for split, n in data.dropped.items()},
         }
     )
+    mlflow_model.log_inputs(cfg, data)
     log.info(_describe(data))
 
     model = backbones.load_model(
@@ -196,6 +198,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
     log.info(f"test ({sizes['test']} rows):\n" + metrics_table(results["test"], data.label_names))
 
     adapter_mb = _log_adapter(model, tokenizer)
+    mlflow_model.log_model(cfg, data)
     peak_mb = _peak_memory_mb(device)
     mlflow.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": peak_mb})
     return {"val": results["val"], "test": results["test"], "kept_epoch": kept["epoch"], "train_time_s": train_time}

@@ -1,84 +1,129 @@
-"""Classify texts with the adapter of a logged run.
+"""Classify texts with a logged run's model, or compare runs' predictions side by side.
 
     python -m sentlab.predict RUN_ID "great value, works well" "broke after a day"
-    python -m sentlab.predict RUN_ID --file reviews.txt          # one text per line
-    python -m sentlab.predict RUN_ID --tracking-uri http://127.0.0.1:5000 "..."
+    python -m sentlab.predict models:/sentiment@champion --file reviews.csv --text-column review --out preds.csv
+    cat reviews.txt | python -m sentlab.predict runs:/RUN_ID/model --out preds.jsonl
+    python -m sentlab.predict "a fine kettle" --compare ZERO_SHOT_RUN TRAINED_RUN   # one base, adapters swapped
 
-The run's own config.yaml artifact rebuilds the backbone, head and quantization; its adapter/
-artifact (LoRA weights, head, tokenizer) is loaded on top. Prints one JSON line per text.
+A model is a run id, a runs:/ or a models:/ URI (sentlab.mlflow_model rebuilds it). Texts come from the
+arguments, --file (.txt: one per line; .csv, .tsv, .jsonl: the --text-column) or standard input. They are
+classified in batches sorted by length; the output is one JSON line per text (label, probability, prob_<label>)
+on standard output, or --out FILE.jsonl / FILE.csv.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from types import SimpleNamespace
+from pathlib import Path
 
-from sentlab import tracking
+from sentlab.errors import ConfigError
 
-
-def load_classifier(run_id: str):
-    """(model, head) rebuilt from a run's logged config and adapter, in eval mode."""
-    from omegaconf import OmegaConf
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from sentlab import backbones, quant
-    from sentlab.heads import make_head
-
-    client = tracking.mlflow.MlflowClient()
-    cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml"))
-    adapter_dir = client.download_artifacts(run_id, "adapter")
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    labels = SimpleNamespace(label_names=list(cfg.data.label_names), label_words=list(cfg.data.label_words))
-    head = make_head(cfg, tokenizer, labels)
-    model = backbones.load_model(
-        head.model_class(), cfg.backbone, tokenizer,
-        quantization_config=quant.quantization_config(cfg.quant), **head.model_kwargs(),
-    )
-    return PeftModel.from_pretrained(model, adapter_dir).eval(), head
+TABLES = {".csv": ",", ".tsv": "\t"}
+OUTPUTS = (".jsonl", ".csv")
 
 
-def predict(model, head, texts: list[str], batch_size: int = 32) -> list[dict]:
-    """Label and probability over the labels for each text."""
-    import torch
-    from datasets import Dataset
+def read_texts(path: str, text_column: str) -> list[str]:
+    """Texts of a .txt (one per line), .csv, .tsv or .jsonl file; a ConfigError names a missing column."""
+    import pandas as pd
 
-    features = head.encode(Dataset.from_dict({"text": texts, "label": [0] * len(texts)}))
-    results = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            batch = head.collate([features[i] for i in range(start, min(start + batch_size, len(texts)))])
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            _, log_probs = head.evaluate_batch(model, batch)
-            for row in log_probs.exp().tolist():
-                best = max(range(len(row)), key=row.__getitem__)
-                results.append({"label": head.label_names[best],
-                                "probs": dict(zip(head.label_names, (round(p, 4) for p in row)))})
-    return results
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--file: no such file {file}")
+    suffix = file.suffix.lower()
+    if suffix not in (".txt", ".jsonl", *TABLES):
+        raise ConfigError(f"--file: unknown format '{suffix}' of {file} (use .txt, .csv, .tsv or .jsonl)")
+    if suffix == ".txt":
+        return [line.rstrip("\n") for line in file.open() if line.strip()]
+    if suffix == ".jsonl":
+        table = pd.read_json(file, lines=True, dtype=False)
+    else:
+        table = pd.read_csv(file, sep=TABLES[suffix], keep_default_na=False, dtype=str)
+    if text_column not in table.columns:
+        raise ConfigError(f"--text-column: no column '{text_column}' in {file} (columns: "
+                          f"{', '.join(map(str, table.columns))}); set --text-column=<one of them>")
+    return [str(t) for t in table[text_column]]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_id", help="the MLflow run whose adapter classifies")
-    parser.add_argument("texts", nargs="*", help="texts to classify")
-    parser.add_argument("--file", help="a file with one text per line")
-    parser.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="the MLflow store (default: %(default)s)")
-    args = parser.parse_intermixed_args(argv)
-    texts = list(args.texts)
-    if args.file:
-        with open(args.file) as f:
-            texts += [line.rstrip("\n") for line in f if line.strip()]
-    if not texts:
-        parser.error("no texts: give them as arguments or with --file")
-    tracking.mlflow.set_tracking_uri(args.tracking_uri)
+def write(frame, out: str | None) -> None:
+    """JSON lines on standard output, or --out as .jsonl or .csv."""
+    if out and Path(out).suffix.lower() == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        lines = (json.dumps(row, ensure_ascii=False) for row in frame.to_dict(orient="records"))
+        text = "\n".join(lines) + "\n" if len(frame) else ""
+        if out:
+            Path(out).write_text(text)
+        else:
+            sys.stdout.write(text)
+    if out:
+        print(f"wrote {len(frame)} predictions to {out}", file=sys.stderr)
+
+
+def compare(refs: list[str], texts: list[str], batch_size: int | None):
+    """The runs' predictions side by side: one base loaded, the runs' adapters swapped on it."""
+    import tempfile
+
+    import pandas as pd
+
+    from sentlab import mlflow_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [mlflow_model.download(ref, f"{tmp}/{i}") for i, ref in enumerate(refs)]
+        classifiers = mlflow_model.build_shared(paths, refs)
+    frame = pd.DataFrame({"text": texts})
+    for ref, classifier in zip(refs, classifiers):
+        predicted = classifier.predict(texts, batch_size)
+        frame[f"{ref}:label"], frame[f"{ref}:probability"] = predicted["label"], predicted["probability"]
+    return frame
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m sentlab.predict", description=__doc__.split("\n")[0])
+    p.add_argument("args", nargs="*", metavar="MODEL [TEXT ...]",
+                   help="a run id, runs:/ or models:/ URI, then texts (with --compare: texts only)")
+    p.add_argument("--compare", nargs="+", metavar="MODEL",
+                   help="runs on one base to compare side by side (texts before it, or from --file or standard input)")
+    p.add_argument("--file", help="texts: .txt (one per line), .csv, .tsv or .jsonl (see --text-column)")
+    p.add_argument("--text-column", default="text", help="the column of --file that holds the texts (default: text)")
+    p.add_argument("--out", help="write .jsonl or .csv here instead of JSON lines on standard output")
+    p.add_argument("--batch-size", type=int, help="texts per batch (default: the run's train.eval_batch_size)")
+    p.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="the MLflow store (default: %(default)s)")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
-        model, head = load_classifier(args.run_id)
-    except tracking.mlflow.exceptions.MlflowException as err:
-        sys.exit(f"sentlab: error: run {args.run_id}: {err.message} (check the run id and --tracking-uri)")
-    for text, result in zip(texts, predict(model, head, texts)):
-        print(json.dumps({"text": text, **result}))
+        refs = args.compare or args.args[:1]
+        texts = args.args if args.compare else args.args[1:]
+        if not refs:
+            raise ConfigError("MODEL: no model given (a run id, runs:/RUN_ID/model or models:/NAME@ALIAS)")
+        if args.batch_size is not None and args.batch_size < 1:
+            raise ConfigError(f"--batch-size: must be 1 or more, got {args.batch_size}")
+        if args.out and Path(args.out).suffix.lower() not in OUTPUTS:
+            raise ConfigError(f"--out: unknown format of {args.out} (use .jsonl or .csv)")
+        if args.file:
+            texts += read_texts(args.file, args.text_column)
+        elif not texts and not sys.stdin.isatty():
+            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            raise ConfigError("texts: none given (as arguments, with --file, or on standard input)")
+
+        from sentlab import mlflow_model
+
+        mlflow_model.use_store(args.tracking_uri)
+        if args.compare:
+            frame = compare(refs, texts, args.batch_size)
+        else:
+            frame = mlflow_model.load(refs[0]).predict(texts, args.batch_size)
+            frame.insert(0, "text", texts)
+    except ConfigError as err:
+        print(f"sentlab.predict: error: {err}", file=sys.stderr)
+        return 2
+    write(frame, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -64,6 +64,8 @@ class SweepCallback(Callback):
 
             compare.main(["--store", config.tracking.uri, "--sweep", self.parent_run_id,
                           "--out", str(Path(config.runs_dir) / "compare" / self.parent_run_id)])
+        if config.tracking.get("registered_model") and summary["data"]["best"]:
+            register_best(config.tracking.registered_model, summary["data"]["best"]["run_id"])
         client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
         if summary["data"]["failed"]:
             sys.exit(1)  # after the whole sweep has run: a script or CI sees that some jobs failed
@@ -116,3 +118,15 @@ def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
         metrics[f"best_{key}"] = best.data.metrics[key]
         tags.update({"sentlab.best_run_id": best.info.run_id, "sentlab.best_run_name": best.info.run_name})
     return {"text": "\n".join(lines), "data": data, "metrics": metrics, "tags": tags}
+
+
+def register_best(name: str, run_id: str) -> None:
+    """Register the best run's model under `name` and point the alias `champion` at that version."""
+    from sentlab import mlflow_model
+
+    try:
+        version = mlflow_model.register(name, run_id, alias="champion")
+    except Exception as err:  # e.g. a reused run logged before runs logged models: the sweep itself is done
+        print(f"registry: could not register run {run_id} as {name!r}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return
+    print(f"registry: {name} version {version} (run {run_id}) is models:/{name}@champion")

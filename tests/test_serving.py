@@ -1,0 +1,58 @@
+"""`mlflow models serve` (what `make serve` runs) on 127.0.0.1, started and stopped by its pid: POST /invocations
+answers with the labels and probabilities of in-process prediction, for a run's model (the packaged MiniLM) and
+for a registered model by its alias."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import FAST, all_runs
+from test_server import _free_port, running
+
+TEXTS = ["great value, works well", "broke after a day", "it is a kettle", "not bad at all, I would buy it again"]
+
+
+@contextmanager
+def served(model_uri: str, store_uri: str, log_path: Path, timeout_s: float = 180):
+    """`mlflow models serve -m MODEL --env-manager local` on a free loopback port; yields its base URL."""
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]
+    env = {"MLFLOW_TRACKING_URI": store_uri, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # its uvicorn
+    url = f"http://127.0.0.1:{port}"
+    with running(command, f"{url}/ping", log_path, env, timeout_s):
+        yield url
+
+
+def invoke(url: str, texts: list[str]) -> list[dict]:
+    body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
+    request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())["predictions"]
+
+
+def test_served_model_answers_like_in_process(train, store, runs_dir):
+    from sentlab import mlflow_model
+
+    train(*FAST, "train.epochs=2", "tracking.registered_model=reviews")  # MiniLM, packaged
+    (run,) = all_runs(store())
+    store().set_registered_model_alias("reviews", "champion", "1")
+    uri = f"sqlite:///{runs_dir}/mlflow.db"
+    mlflow_model.mlflow.set_tracking_uri(uri)
+    expected = mlflow_model.load(run.info.run_id).predict(TEXTS).to_dict(orient="records")
+
+    for model_uri in (f"runs:/{run.info.run_id}/model", "models:/reviews@champion"):
+        with served(model_uri, uri, runs_dir / "serve.log") as url:
+            answers = invoke(url, TEXTS)
+            one = invoke(url, TEXTS[:1])
+        assert [a["label"] for a in answers] == [e["label"] for e in expected], model_uri
+        for answer, row in zip(answers, expected):
+            assert answer.keys() == row.keys()
+            assert all(abs(answer[k] - row[k]) < 1e-6 for k in row if k != "label"), (answer, row)
+        assert one[0]["label"] == expected[0]["label"]
+        assert abs(one[0]["probability"] - expected[0]["probability"]) < 1e-5  # alone, unpadded: same answer
