@@ -131,11 +131,12 @@ def load_tokenizer(backbone):
 NEW_HEAD_LAYERS = ("classifier", "pre_classifier", "score")
 
 
-def load_model(model_class, backbone, tokenizer, quantization_config=None, **kwargs):
+def load_model(model_class, backbone, tokenizer, quantization_config=None, head_from_adapter=False, **kwargs):
     """Load the base model with `model_class` (an AutoModelFor... class); pad token id set on its config.
 
     transformers' load report (a table of weights the checkpoint lacks) becomes one line: the expected new
-    head, or a warning naming base weights that were not in the checkpoint (and are random now).
+    head (unless head_from_adapter: an adapter about to be loaded brings it), or a warning naming base weights
+    that were not in the checkpoint (and are random now).
     """
     model, info = model_class.from_pretrained(
         resolve_source(backbone.source, backbone.get("cache_dir")), quantization_config=quantization_config,
@@ -143,7 +144,7 @@ def load_model(model_class, backbone, tokenizer, quantization_config=None, **kwa
     )
     missing = sorted(info["missing_keys"])
     head = [k for k in missing if k.split(".")[0] in NEW_HEAD_LAYERS]
-    if head:
+    if head and not head_from_adapter:
         log.info(f"new classification head ({', '.join(head)}): initialized at random, trained with the adapter")
     if other := [k for k in missing if k not in head]:
         log.warning(

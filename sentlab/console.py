@@ -45,6 +45,20 @@ def quiet_dependencies() -> None:
     logging.captureWarnings(True)
 
 
+def setup_cli() -> None:
+    """For the entry points that run outside Hydra (predict, evaluate, export): the same console as a run's (on
+    stderr, so that standard output carries only the results), and dependency noise off."""
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ConsoleFilter())
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    quiet_dependencies()
+
+
 def log_file() -> str | None:
     """The file the root logger writes to (the run's train.log under Hydra), flushed; None outside Hydra."""
     for handler in logging.getLogger().handlers:

@@ -85,10 +85,12 @@ def labels_of(cfg) -> SimpleNamespace:
 def build(cfg, folder: str, merged: bool = False, full_precision: bool = False) -> Classifier:
     """The classifier of a run config: its base rebuilt from backbone.source (quantized as the run was,
     unless full_precision) with the adapter in `folder` on top; or, merged, the full model in `folder`."""
+    from sentlab import backbones, quant
+
+    quant.import_only_if_needed(cfg.quant)  # before peft imports bitsandbytes
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from sentlab import backbones, quant
     from sentlab.heads import make_head
     from sentlab.training import pick_device
 
@@ -99,7 +101,7 @@ def build(cfg, folder: str, merged: bool = False, full_precision: bool = False) 
     else:
         quantization = None if full_precision else quant.quantization_config(cfg.quant)
         base = backbones.load_model(head.model_class(), cfg.backbone, tokenizer,
-                                    quantization_config=quantization, **head.model_kwargs())
+                                    quantization_config=quantization, head_from_adapter=True, **head.model_kwargs())
         model = PeftModel.from_pretrained(base, folder)
     if not quant.is_4bit(model) and not getattr(model, "is_loaded_in_8bit", False):
         model = model.to(pick_device("auto"))  # bitsandbytes places quantized weights itself
