@@ -54,7 +54,7 @@ def compose_data(overrides: list[str]):
             raise ConfigError(f"{override}: an evaluation takes data=<group>, data.<key>=... and label_map.<label>=... "
                               "overrides only")
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
     except HydraException as err:
         raise ConfigError(f"{' '.join(overrides)}: {str(err).splitlines()[0]}") from None

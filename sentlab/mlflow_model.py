@@ -26,6 +26,7 @@ from sentlab import tracking  # noqa: E402
 from sentlab.errors import ConfigError  # noqa: E402
 
 mlflow = tracking.mlflow
+log = logging.getLogger(__name__)
 ARTIFACT = "model"  # the model's name in every run: runs:/RUN_ID/model
 EXAMPLE_ROWS = 16  # test texts kept as the input example (also the held-out batch an export checks)
 MERGE_TOLERANCE = 1e-3  # largest log-probability difference a merge may make (float rounding only)
@@ -231,13 +232,17 @@ def log_model(cfg, data):
                 artifacts["merged"] = str(Path(tmp) / "merged")
             else:
                 artifacts["adapter"] = mlflow.get_artifact_uri("adapter")
-            return mlflow.models.Model.log(
+            info = mlflow.models.Model.log(
                 artifact_path=None, name=ARTIFACT, flavor=_Pyfunc, flavor_name="pyfunc", python_model=SentlabModel(),
                 artifacts=artifacts, signature=signature, input_example=example, pip_requirements=requirements(),
                 registered_model_name=register, validate_serving_input=False,
             )
     finally:
         pyfunc_log.setLevel(level)
+    if register:
+        log.info(f"registry: {register} version {info.registered_model_version} is models:/{register}/"
+                 f"{info.registered_model_version}")
+    return info
 
 
 class _Pyfunc:
