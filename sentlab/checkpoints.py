@@ -66,7 +66,8 @@ class Checkpoints:
         files = self.files()
         if not files:
             return None
-        state = torch.load(files[-1], map_location="cpu", weights_only=False)  # sentlab's own file: numpy's RNG state is not a tensor
+        # sentlab's own file; weights_only would refuse numpy's RNG state
+        state = torch.load(files[-1], map_location="cpu", weights_only=False)
         _set_rng_states(state.pop("rng"))
         return state
 

@@ -242,7 +242,8 @@ def paired_tests(client, groups, runs) -> list[dict]:
     def right(run_id):
         if run_id not in correct:
             try:
-                predictions = pd.read_csv(client.download_artifacts(source[run_id], "test_predictions.csv")).sort_values("id")
+                file = client.download_artifacts(source[run_id], "test_predictions.csv")
+                predictions = pd.read_csv(file).sort_values("id")
                 correct[run_id] = (predictions.label == predictions.prediction).to_numpy(dtype=float)
             except Exception:
                 correct[run_id] = None

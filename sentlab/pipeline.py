@@ -46,7 +46,7 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
         return _reuse(done, cfg, overrides, sweep, experiment_id, config_hash)
     try:
         try:
-            prepared = _prepare(cfg)
+            prepared = prepare(cfg)
         except Exception as err:  # before its run could start: recorded as a FAILED child, for the summary
             try:
                 params = tracking.flat_params(cfg)
@@ -81,7 +81,8 @@ def _reuse(done, cfg, overrides, sweep: dict, experiment_id: str, config_hash: s
         log.info(f"skip: {done.info.run_name!r} already FINISHED in this sweep (force=true reruns it)")
         return _result(done)
     name = tracking.run_name(list(overrides), cfg, sweep)
-    tags = {k: v for k, v in done.data.tags.items() if k.startswith("sentlab.")}
+    own = ("sentlab.host", "sentlab.pid", "sentlab.resume_command")  # about that run's process, not its results
+    tags = {k: v for k, v in done.data.tags.items() if k.startswith("sentlab.") and k not in own}
     tags["sentlab.overrides"] = " ".join(overrides)
     run_id = tracking.reuse_run(experiment_id, name, parent, tags, done)
     log.info(f"reuse: {name!r} already FINISHED as run {done.info.run_id}: child run {run_id} carries its results "
@@ -96,7 +97,7 @@ def _resume(cfg, overrides: list[str], hydra_dir: str | None) -> dict:
     tracking.connect(cfg.tracking)
     client = tracking.mlflow.MlflowClient()
     try:
-        run = client.get_run(cfg.resume)
+        run = client.get_run(str(cfg.resume))
     except tracking.mlflow.exceptions.MlflowException:
         raise ConfigError(f"resume: no run {cfg.resume} in {cfg.tracking.uri} (the id in the stop message or the "
                           f"MLflow UI; runs_dir=... for another store)") from None
@@ -122,10 +123,10 @@ def _resume(cfg, overrides: list[str], hydra_dir: str | None) -> dict:
 
 def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None, resume_run=None) -> dict:
     """Train and test one configuration; returns the run id and its metrics."""
-    return _start(cfg, _prepare(cfg), overrides, sweep_dir, hydra_dir, resume_run)
+    return _start(cfg, prepare(cfg), overrides, sweep_dir, hydra_dir, resume_run)
 
 
-def _prepare(cfg) -> tuple:
+def prepare(cfg) -> tuple:
     """Everything cheap that can fail on bad input (config values, data files, columns, labels, tokenizer),
     checked before the MLflow run starts, so that bad input leaves no run behind."""
     validate(cfg)
@@ -173,6 +174,9 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
     else:
         active = tracking.mlflow.start_run(run_id=resume_run.info.run_id)
         name = active.info.run_name
+        for tag in ("sentlab.resume_command", "error"):  # what said how it stopped
+            if tag in resume_run.data.tags:
+                tracking.mlflow.MlflowClient().delete_tag(active.info.run_id, tag)
         log.info(f"resume: run {active.info.run_id} ({name}) from its last checkpoint")
     run_id = active.info.run_id
     tracking.mlflow.set_tags(tracking.process_tags())
@@ -193,7 +197,8 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
         raise
     finally:  # the run's log file (train.log in its Hydra folder), failed runs included; a resume's beside it
         if path := console.log_file():
-            tracking.mlflow.log_artifact(path, "logs" if resume_run is None else f"logs/resume-{time.strftime('%Y%m%d-%H%M%S')}")
+            folder = "logs" if resume_run is None else f"logs/resume-{time.strftime('%Y%m%d-%H%M%S')}"
+            tracking.mlflow.log_artifact(path, folder)
         tracking.mlflow.end_run(status)
     saved.remove()
     log.info(f"MLflow run {run_id} ({name}) in {cfg.tracking.uri}")
@@ -269,11 +274,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
     log.info(_describe(data))
 
     with saved.catch_signals():  # from here to the end of training, SIGTERM/SIGINT stop it at a checkpoint
-        model = backbones.load_model(
-            head.model_class(), cfg.backbone, tokenizer, quantization_config=quantization, **head.model_kwargs()
-        )
-        model = quant.prepare(model, cfg.quant)
-        model = adapters.add_lora(model, cfg.lora, head.task_type).to(device)
+        model = load_model(cfg, head, tokenizer, quantization, device)
         counts = adapters.parameter_counts(model)
         mlflow.log_metrics(counts)
         log.info(
@@ -309,6 +310,15 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
     peak_mb = _peak_memory_mb(device)
     mlflow.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": peak_mb})
     return {"val": results["val"], "test": results["test"], "kept_epoch": kept["epoch"], "train_time_s": train_time}
+
+
+def load_model(cfg, head, tokenizer, quantization, device):
+    """The backbone with its head, quantized as configured, with LoRA adapters, on `device`."""
+    model = backbones.load_model(
+        head.model_class(), cfg.backbone, tokenizer, quantization_config=quantization, **head.model_kwargs()
+    )
+    model = quant.prepare(model, cfg.quant)
+    return adapters.add_lora(model, cfg.lora, head.task_type).to(device)
 
 
 def _log_predictions(evaluation, label_names, path: str) -> None:

@@ -110,7 +110,9 @@ def read_sweep(sweep_dir: str | None) -> dict | None:
 
 def runs_of(experiment_id: str, config_hash: str, status: str | None = None) -> list:
     """This experiment's runs of one config (tag `sentlab.config_hash`), newest first."""
-    search = f"tags.`sentlab.config_hash` = '{config_hash}'" + (f" and attributes.status = '{status}'" if status else "")
+    search = f"tags.`sentlab.config_hash` = '{config_hash}'"
+    if status:
+        search += f" and attributes.status = '{status}'"
     return mlflow.MlflowClient().search_runs(
         [experiment_id], filter_string=search, order_by=["attributes.start_time DESC"], max_results=1000
     )

@@ -115,7 +115,7 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         progress = Progress(**state["progress"])
-        log.info(f"resumed from the checkpoint of step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
+        log.info(f"resumed at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
 
     def checkpoint():
         if checkpoints:

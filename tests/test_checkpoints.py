@@ -78,6 +78,7 @@ def test_sigterm_stops_at_a_checkpoint_and_resume_equals_an_uninterrupted_run(ti
     train(f"resume={run_id}")  # the command the stop printed
     (resumed,) = all_runs(store())
     assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
+    assert "sentlab.resume_command" not in resumed.data.tags
     client = store()
     epochs = [m.step for m in client.get_metric_history(run_id, "val_f1_macro") if m.step]  # 0: the final one
     assert epochs == [1, 2]  # each epoch once
@@ -124,12 +125,14 @@ def test_a_stopped_sweep_continues_its_parent_when_rerun(tiny_models, train, sto
     parent, children = _sweep(all_runs(store()))
     assert parent.info.status == "KILLED"
     assert list(children) == ["lora.r=2"] and children["lora.r=2"].info.status == "KILLED"  # the sweep stopped
-    assert children["lora.r=2"].data.tags["sentlab.resume_command"].endswith(" ".join(args[1:]) + f" runs_dir={runs_dir}")
+    command = children["lora.r=2"].data.tags["sentlab.resume_command"]
+    assert command == "python -m sentlab.train " + " ".join([*args, f"runs_dir={runs_dir}"])  # the sweep's own
 
     train(*args)  # the same sweep command
     parent2, children2 = _sweep(all_runs(store()))
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
-    assert sorted(children2) == ["lora.r=2", "lora.r=4"] and all(r.info.status == "FINISHED" for r in children2.values())
+    assert sorted(children2) == ["lora.r=2", "lora.r=4"]
+    assert all(r.info.status == "FINISHED" for r in children2.values())
     assert children2["lora.r=2"].info.run_id == children["lora.r=2"].info.run_id  # resumed, in its own run
     assert "sweep: continuing MLflow parent run" in capsys.readouterr().out
 
