@@ -14,8 +14,8 @@ import torch
 
 from sentlab import adapters, backbones, checkpoints, console, quant, tracking
 from sentlab.config import validate
-from sentlab.errors import ConfigError
 from sentlab.data import load_data
+from sentlab.errors import ConfigError
 from sentlab.heads import head_class, make_head
 from sentlab.metrics import confusion, metrics_table, plot_confusion
 from sentlab.training import evaluate, fit, pick_device

@@ -131,13 +131,13 @@ def process_tags() -> dict:
     return {"sentlab.host": socket.gethostname(), "sentlab.pid": str(os.getpid())}
 
 
-def is_alive(run) -> bool:
-    """Whether a RUNNING run's process may still be at work: a process of this host is looked up by pid; one of
-    another host cannot be, and counts as alive (resume it with resume=RUN_ID once you know it died)."""
+def is_alive(run) -> bool | None:
+    """Whether a RUNNING run's process is still at work, looked up by its pid on this host; None for a process of
+    another host, which cannot be looked up (resume=RUN_ID resumes such a run once you know it died)."""
     if run.info.status != "RUNNING":
         return False
     if run.data.tags.get("sentlab.host") != socket.gethostname():
-        return True
+        return None
     try:
         os.kill(int(run.data.tags["sentlab.pid"]), 0)
     except ProcessLookupError:
@@ -153,7 +153,7 @@ def interrupted_runs(experiment_id: str, config_hash: str, parent_run_id: str | 
     return [
         r for r in runs_of(experiment_id, config_hash)
         if r.data.tags.get("mlflow.parentRunId") == parent_run_id
-        and (r.info.status == "KILLED" or (r.info.status == "RUNNING" and not is_alive(r)))
+        and (r.info.status == "KILLED" or (r.info.status == "RUNNING" and is_alive(r) is False))
     ]
 
 

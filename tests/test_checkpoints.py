@@ -143,3 +143,23 @@ def test_patience_stops_early(tiny_models, train, store):
     (run,) = all_runs(store())
     assert run.data.metrics["stopped_epoch"] == 3 and run.data.metrics["kept_epoch"] == 1
     assert [m.step for m in store().get_metric_history(run.info.run_id, "val_f1_macro") if m.step] == [1, 2, 3]
+
+
+def test_a_running_run_is_dead_only_when_its_process_is_gone_from_this_host():
+    import os
+    import socket
+    from types import SimpleNamespace
+
+    from sentlab.tracking import is_alive
+
+    def run(status, host, pid):
+        return SimpleNamespace(info=SimpleNamespace(status=status),
+                               data=SimpleNamespace(tags={"sentlab.host": host, "sentlab.pid": str(pid)}))
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = socket.gethostname()
+    assert is_alive(run("RUNNING", here, os.getpid())) is True
+    assert is_alive(run("RUNNING", here, gone.pid)) is False
+    assert is_alive(run("RUNNING", "another-host", gone.pid)) is None  # cannot tell: left alone
+    assert is_alive(run("KILLED", here, os.getpid())) is False
