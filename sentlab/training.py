@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,11 +90,13 @@ class Progress:
     best_score: float = -math.inf  # the best val_<select_metric> so far
     stale: int = 0  # evaluated epochs since best_score last improved (train.patience)
     stopped_epoch: int | None = None  # the epoch early stopping ended training at
+    train_s: float = 0.0  # seconds of training so far, a stopped run's earlier attempts included
 
 
 def fit(model, head, train_features, val_features, train_cfg, device, label_names, log_metrics,
         checkpoints: Checkpoints | None = None) -> dict:
-    """Train for train_cfg.epochs (fewer with train.patience); returns the kept epoch and its validation metrics.
+    """Train for train_cfg.epochs (fewer with train.patience); returns the kept epoch, its validation metrics and
+    the training time (`epoch`, `val`, `train_time_s`).
 
     `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and val_*
     metrics after each evaluated epoch (step = epoch). With `checkpoints`, training starts from the latest
@@ -116,9 +119,11 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
         scheduler.load_state_dict(state["scheduler"])
         progress = Progress(**state["progress"])
         log.info(f"resumed at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
+    start = time.perf_counter() - progress.train_s
 
     def checkpoint():
         if checkpoints:
+            progress.train_s = time.perf_counter() - start
             state = {"progress": vars(progress), "trainable": {n: p.detach() for n, p in trainable.items()},
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
             checkpoints.save(state, progress.step)
@@ -178,7 +183,7 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
         model.load_state_dict(progress.kept_state, strict=False)
         log.info(f"kept the adapter of epoch {progress.kept['epoch']} "
                  f"(best val_{train_cfg.select_metric}={progress.best_score:.4f})")
-    return progress.kept
+    return {**progress.kept, "train_time_s": time.perf_counter() - start}
 
 
 def _judge(progress: Progress, epoch: int, val: dict, model, train_cfg, log_metrics) -> None:
