@@ -88,7 +88,9 @@ def test_sigterm_stops_at_a_checkpoint_and_resume_equals_an_uninterrupted_run(ti
 
     train(*args)  # the same config, never interrupted
     (fresh,) = [r for r in all_runs(store()) if r.info.run_id != run_id]
-    for key in ("test_loss", "test_accuracy", "test_f1_macro", "val_loss", "val_f1_macro"):
+    # Same batches (epoch_order) and same dropout masks (RNG states restored): equal to 1e-6 on CPU. Without the
+    # RNG states restored, test_loss differs in the third decimal.
+    for key in ("test_loss", "test_accuracy", "test_f1_macro", "val_loss", "val_f1_macro", "kept_epoch"):
         assert resumed.data.metrics[key] == pytest.approx(fresh.data.metrics[key], abs=1e-6), key
 
     capsys.readouterr()
