@@ -92,6 +92,7 @@ def _jobs(tmp: Path) -> None:
         timed(tracking.mlflow, name, "mlflow")
     timed(tracking, "connect", "mlflow")
     timed(tracking, "finished_run", "mlflow")
+    timed(tracking, "interrupted_runs", "mlflow")
     timed(tracking, "git_commit", "mlflow")
 
     tiny = _build("bert", tmp / "tiny_bert")

@@ -5,7 +5,7 @@
     python -m sentlab.compare --experiment sentlab         # every run of an experiment
     python -m sentlab.compare --store http://127.0.0.1:5000 --metric test_accuracy
 
-Rows are the sweep's child runs, the runs its jobs were skipped for (marked `reused`), and zero-shot runs
+Rows are the sweep's child runs (those that reuse a FINISHED run's results marked `reused`), and zero-shot runs
 (train.epochs=0) of the same backbone and data as the `baseline`, first. Columns: the swept values, trainable %,
 adapter size, validation and test metrics, train time. Sorted by --metric (default: val_<train.select_metric>).
 
@@ -17,7 +17,6 @@ intervals as error bars.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -62,10 +61,10 @@ def _short(text: str, width: int = 40) -> str:
 
 
 def _overrides(run) -> dict:
-    from sentlab.tracking import _is_infra
+    from sentlab.tracking import is_infra
 
     pairs = (o.split("=", 1) for o in run.data.tags.get("sentlab.overrides", "").split() if "=" in o)
-    return {k.lstrip("+~"): v for k, v in pairs if not _is_infra(k)}
+    return {k.lstrip("+~"): v for k, v in pairs if not is_infra(k)}
 
 
 def collect(client, sweep: str | None, experiment: str | None, experiment_name: str):
@@ -76,7 +75,7 @@ def collect(client, sweep: str | None, experiment: str | None, experiment_name: 
         if exp is None:
             sys.exit(f"sentlab.compare: no experiment {experiment!r} in {client.tracking_uri}")
         runs = [r for r in client.search_runs([exp.experiment_id], max_results=50000)
-                if r.data.tags.get("sentlab.sweep") != "parent"]
+                if r.data.tags.get("sentlab.sweep") != "parent" and "sentlab.reuses" not in r.data.tags]
         exp_id = exp.experiment_id
     else:
         if sweep:
@@ -94,13 +93,9 @@ def collect(client, sweep: str | None, experiment: str | None, experiment_name: 
         runs = client.search_runs(
             [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=50000
         )
-        try:  # jobs skipped because their config already had a FINISHED run: that run stands in for them
-            summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "summary.json")).read_text())
-        except Exception:
-            summary = {}
-        for item in summary.get("skipped", []):
-            runs.append(client.get_run(item["run_id"]))
-            kinds[item["run_id"]] = "reused"
+        for run in runs:  # jobs answered by a FINISHED run from elsewhere: their child carries its results
+            if "sentlab.reuses" in run.data.tags:
+                kinds[run.info.run_id] = "reused"
     for run in runs:
         if run.data.params.get("train.epochs") == "0":
             kinds[run.info.run_id] = "baseline"
@@ -243,12 +238,14 @@ def paired_tests(client, groups, runs) -> list[dict]:
     import pandas as pd
 
     seed_of = {r.info.run_id: r.data.params.get("train.seed") for r in runs}
+    source = {r.info.run_id: r.data.tags.get("sentlab.reuses", r.info.run_id) for r in runs}  # who has the artifact
     correct = {}  # run id -> 0/1 per test example (by id), or None without a predictions artifact
 
     def right(run_id):
         if run_id not in correct:
             try:
-                predictions = pd.read_csv(client.download_artifacts(run_id, "test_predictions.csv")).sort_values("id")
+                file = client.download_artifacts(source[run_id], "test_predictions.csv")
+                predictions = pd.read_csv(file).sort_values("id")
                 correct[run_id] = (predictions.label == predictions.prediction).to_numpy(dtype=float)
             except Exception:
                 correct[run_id] = None

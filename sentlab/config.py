@@ -40,6 +40,16 @@ def validate(cfg) -> None:
             isinstance(value, int) and value > 0,
             f"train.{key}", f"must be a positive integer, got {value!r}", f"set train.{key} to 1 or more",
         )
+    for key in ("patience", "checkpoint_every"):
+        value = train[key]
+        _check(
+            value is None or (isinstance(value, int) and value > 0),
+            f"train.{key}", f"must be a positive integer or null, got {value!r}", f"e.g. train.{key}=3",
+        )
+    _check(
+        isinstance(train.keep_checkpoints, int) and train.keep_checkpoints > 0, "train.keep_checkpoints",
+        f"must be a positive integer, got {train.keep_checkpoints!r}", "e.g. train.keep_checkpoints=2",
+    )
     _check(train.keep in ("best", "last"), "train.keep", f"unknown value {train.keep!r}", "best or last")
     _check(
         train.select_metric in SELECT_METRICS,

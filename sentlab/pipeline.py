@@ -4,15 +4,18 @@ from __future__ import annotations
 import gc
 import logging
 import resource
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from sentlab import adapters, backbones, console, mlflow_model, quant, tracking
+from sentlab import adapters, backbones, checkpoints, console, mlflow_model, quant, tracking
 from sentlab.config import validate
 from sentlab.data import load_data
+from sentlab.errors import ConfigError
 from sentlab.heads import head_class, make_head
 from sentlab.metrics import confusion, metrics_table, plot_confusion
 from sentlab.training import evaluate, fit, pick_device
@@ -21,29 +24,41 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir: str | None = None) -> dict:
-    """One configuration: its run id and metrics. A single run always trains. In a sweep, a job whose config
-    (its hash, tag `sentlab.config_hash`) already has a FINISHED run in the experiment is skipped and returns
-    that run's metrics (`force=true` reruns it), and a job that fails before its run starts is still
-    recorded as a FAILED child run, so that the sweep's summary shows it.
+    """One configuration: its run id and metrics.
+
+    A run of a config that was interrupted (KILLED by a signal, or RUNNING with a dead process) is resumed from
+    its last checkpoint in the same MLflow run, and so is the run `resume=RUN_ID` names. A single run
+    otherwise always trains. In a sweep, a job whose config (its hash, tag `sentlab.config_hash`) already
+    FINISHED is answered by that run (`force=true` reruns it), and a job that fails before its run starts is
+    still recorded as a FAILED child run, so that the sweep's summary shows it.
     """
     sweep = tracking.read_sweep(sweep_dir)
+    if cfg.resume:
+        if sweep is not None:
+            raise ConfigError("resume: names one run, not a sweep (rerun the sweep's own command to continue it)")
+        return _resume(cfg, overrides, hydra_dir)
     if sweep is None:
-        return _run(cfg, overrides, sweep_dir, hydra_dir)
+        return _run(cfg, overrides, None, hydra_dir)
     experiment_id = tracking.connect(cfg.tracking)
     config_hash = tracking.config_hash(cfg)
-    if not cfg.get("force", False) and (done := tracking.finished_run(experiment_id, config_hash)):
-        return _skip(done, sweep_dir, config_hash)
+    parent = sweep["parent_run_id"]
+    if not cfg.force and (done := tracking.finished_run(experiment_id, config_hash, parent)):
+        return _reuse(done, cfg, overrides, sweep, experiment_id, config_hash)
     try:
-        return _run(cfg, overrides, sweep_dir, hydra_dir)
-    except Exception as err:
-        if not tracking.has_child(experiment_id, sweep["parent_run_id"], config_hash):  # failed before its run
+        try:
+            prepared = prepare(cfg)
+        except Exception as err:  # before its run could start: recorded as a FAILED child, for the summary
             try:
                 params = tracking.flat_params(cfg)
             except Exception:  # an unresolvable interpolation: the error says which
                 params = {}
             tags = {"sentlab.config_hash": config_hash, "sentlab.overrides": " ".join(overrides)}
             name = tracking.run_name(list(overrides), cfg, sweep)
-            tracking.failed_run(experiment_id, name, sweep["parent_run_id"], tags, params, err)
+            tracking.failed_run(experiment_id, name, parent, tags, params, err)
+            raise
+        return _start(cfg, prepared, overrides, sweep_dir, hydra_dir)
+    except checkpoints.Stopped:  # the whole sweep stops; rerunning its command continues it
+        tracking.mlflow.MlflowClient().set_terminated(parent, "KILLED")
         raise
     finally:  # free the job's memory before the next one starts (hydra #2631): what reference cycles keep
         gc.collect()
@@ -51,22 +66,69 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
             torch.cuda.empty_cache()
 
 
-def _skip(done, sweep_dir: str, config_hash: str) -> dict:
-    """A sweep job whose config already has a FINISHED run: noted for the sweep's summary, not rerun."""
-    metrics = done.data.metrics
-    log.info(f"skip: {done.info.run_name!r} already FINISHED as run {done.info.run_id} (force=true reruns it)")
-    tracking.note_skipped(sweep_dir, config_hash, done)
+def _result(run) -> dict:
+    """A FINISHED run's id and metrics, as _run returns them."""
+    metrics = run.data.metrics
     split = {s: {k[len(s) + 1:]: v for k, v in metrics.items() if k.startswith(s + "_")} for s in ("val", "test")}
-    return {"run_id": done.info.run_id, "skipped": True, **split, "train_time_s": metrics.get("train_time_s")}
+    return {"run_id": run.info.run_id, **split, "train_time_s": metrics.get("train_time_s")}
 
 
-def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None) -> dict:
-    """Train and test one configuration; returns the run id and its metrics.
+def _reuse(done, cfg, overrides, sweep: dict, experiment_id: str, config_hash: str) -> dict:
+    """A sweep job whose config already FINISHED: not trained again. Done in another sweep or as a single run,
+    it becomes a child run of this sweep that carries that run's results (tag `sentlab.reuses`)."""
+    parent = sweep["parent_run_id"]
+    if done.data.tags.get("mlflow.parentRunId") == parent:
+        log.info(f"skip: {done.info.run_name!r} already FINISHED in this sweep (force=true reruns it)")
+        return _result(done)
+    name = tracking.run_name(list(overrides), cfg, sweep)
+    own = ("sentlab.host", "sentlab.pid", "sentlab.resume_command")  # about that run's process, not its results
+    tags = {k: v for k, v in done.data.tags.items() if k.startswith("sentlab.") and k not in own}
+    tags["sentlab.overrides"] = " ".join(overrides)
+    run_id = tracking.reuse_run(experiment_id, name, parent, tags, done)
+    log.info(f"reuse: {name!r} already FINISHED as run {done.info.run_id}: child run {run_id} carries its results "
+             f"(force=true reruns it)")
+    return {**_result(done), "run_id": run_id}
 
-    Everything cheap that can fail on bad input (config values, data files,
-    columns, labels, tokenizer) is checked before the MLflow run starts, so bad
-    input leaves no run behind; anything that fails later marks the run FAILED.
-    """
+
+def _resume(cfg, overrides: list[str], hydra_dir: str | None) -> dict:
+    """`resume=RUN_ID`: that run's logged config, trained on from its last checkpoint in the same MLflow run."""
+    from omegaconf import OmegaConf
+
+    tracking.connect(cfg.tracking)
+    client = tracking.mlflow.MlflowClient()
+    try:
+        run = client.get_run(str(cfg.resume))
+    except tracking.mlflow.exceptions.MlflowException:
+        raise ConfigError(f"resume: no run {cfg.resume} in {cfg.tracking.uri} (the id in the stop message or the "
+                          f"MLflow UI; runs_dir=... for another store)") from None
+    status, run_id = run.info.status, run.info.run_id
+    if status == "FINISHED":
+        log.info(f"resume: run {run_id} ({run.info.run_name}) already FINISHED: nothing to do")
+        return _result(run)
+    if status not in ("KILLED", "RUNNING"):
+        raise ConfigError(f"resume: run {run_id} is {status} ({run.data.tags.get('error', 'no error recorded')}); "
+                          f"rerun its command to train it again")
+    if tracking.is_alive(run):
+        raise ConfigError(f"resume: run {run_id} is still RUNNING (pid {run.data.tags.get('sentlab.pid')} on "
+                          f"{run.data.tags.get('sentlab.host')}); stop it first")
+    if any(not tracking.is_infra(o.split("=")[0]) for o in overrides) and (
+            tracking.config_hash(cfg) != run.data.tags.get("sentlab.config_hash")):
+        raise ConfigError(f"resume: the overrides given change run {run_id}'s config (resume with resume={run_id} "
+                          f"and infrastructure keys only)")
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+    logged = OmegaConf.merge(logged, {"runs_dir": cfg.runs_dir, "tracking": cfg.tracking, "resume": run_id})
+    return _run(logged, run.data.tags.get("sentlab.overrides", "").split(), None, hydra_dir, resume_run=run)
+
+
+def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None, resume_run=None) -> dict:
+    """Train and test one configuration; returns the run id and its metrics."""
+    return _start(cfg, prepare(cfg), overrides, sweep_dir, hydra_dir, resume_run)
+
+
+def prepare(cfg) -> tuple:
+    """Everything cheap that can fail on bad input (config values, data files, columns, labels, tokenizer),
+    checked before the MLflow run starts, so that bad input leaves no run behind."""
     validate(cfg)
     quant.import_only_if_needed(cfg.quant)  # before transformers imports peft
     from transformers import set_seed
@@ -80,10 +142,15 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
     tokenizer = backbones.load_tokenizer(cfg.backbone)
     _cap_max_length(cfg, backbones.max_positions(model_config, tokenizer))
     head = make_head(cfg, tokenizer, data)  # sets the padding side it needs
-    quantization = quant.quantization_config(cfg.quant)
-    device = pick_device(cfg.train.device)
     mlflow_model.check(cfg.tracking)
+    return hashes, data, tokenizer, head, quant.quantization_config(cfg.quant), pick_device(cfg.train.device)
 
+
+def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None,
+           resume_run=None) -> dict:
+    """The MLflow run of a prepared config: a new one, or resume_run (or an interrupted run of the same config)
+    resumed. Anything that fails in it marks it FAILED; a stop signal marks it KILLED, with a checkpoint."""
+    hashes, data, tokenizer, head, quantization, device = prepared
     experiment_id = tracking.connect(cfg.tracking)
     tags = {
         **hashes,
@@ -102,23 +169,66 @@ def _run(cfg, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None
     sweep = tracking.read_sweep(sweep_dir)
     name = tracking.run_name(list(overrides), cfg, sweep)
     parent = sweep["parent_run_id"] if sweep else None
-    with tracking.mlflow.start_run(
-        experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=tags
-    ) as active:
-        try:
-            result = _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir)
-        except BaseException as err:
-            tracking.mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-            raise
-        finally:  # the run's log file (train.log in its Hydra folder), failed runs included
-            if path := console.log_file():
-                tracking.mlflow.log_artifact(path, "logs")
-        run_id = active.info.run_id
+    if resume_run is None and not cfg.force:
+        resume_run = _interrupted(experiment_id, tags["sentlab.config_hash"], parent, cfg.runs_dir)
+    if resume_run is None:
+        active = tracking.mlflow.start_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=tags)
+    else:
+        active = tracking.mlflow.start_run(run_id=resume_run.info.run_id)
+        name = active.info.run_name
+        for tag in ("sentlab.resume_command", "error"):  # what said how it stopped
+            if tag in resume_run.data.tags:
+                tracking.mlflow.MlflowClient().delete_tag(active.info.run_id, tag)
+        log.info(f"resume: run {active.info.run_id} ({name}) from its last checkpoint")
+    run_id = active.info.run_id
+    tracking.mlflow.set_tags(tracking.process_tags())
+    saved = checkpoints.Checkpoints(checkpoints.folder(cfg.runs_dir, run_id), cfg.train.checkpoint_every,
+                                    cfg.train.keep_checkpoints)
+    status = "FAILED"
+    try:
+        if resume_run is None:
+            _log_config(cfg, data, hydra_dir)
+        result = _train_and_log(cfg, data, head, tokenizer, quantization, device, saved)
+        status = "FINISHED"
+    except checkpoints.Stopped as stop:
+        status, stop.command = "KILLED", _resume_command(cfg, run_id, sweep)
+        tracking.mlflow.set_tag("sentlab.resume_command", stop.command)
+        raise
+    except BaseException as err:
+        tracking.mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+        raise
+    finally:  # the run's log file (train.log in its Hydra folder), failed runs included; a resume's beside it
+        if path := console.log_file():
+            folder = "logs" if resume_run is None else f"logs/resume-{time.strftime('%Y%m%d-%H%M%S')}"
+            tracking.mlflow.log_artifact(path, folder)
+        tracking.mlflow.end_run(status)
+    saved.remove()
     log.info(f"MLflow run {run_id} ({name}) in {cfg.tracking.uri}")
     if cfg.tracking.uri.startswith("sqlite:///"):
         make_ui = "make ui" if cfg.runs_dir == "runs" else f"make ui RUNS={cfg.runs_dir}"
         log.info(f"open it: {make_ui}, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
     return {"run_id": run_id, **result}
+
+
+def _interrupted(experiment_id: str, config_hash: str, parent: str | None, runs_dir: str):
+    """The run of this config (in this sweep, or in none) to resume: the newest interrupted one with a
+    checkpoint. An interrupted one without a checkpoint (its process died before the first) is marked FAILED."""
+    client = tracking.mlflow.MlflowClient()
+    for run in tracking.interrupted_runs(experiment_id, config_hash, parent):
+        if checkpoints.Checkpoints(checkpoints.folder(runs_dir, run.info.run_id), None, 1).files():
+            return run
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", "its process died before its first checkpoint")
+            client.set_terminated(run.info.run_id, "FAILED")
+    return None
+
+
+def _resume_command(cfg, run_id: str, sweep: dict | None) -> str:
+    """What continues a stopped run: in a sweep, the sweep's own command again; else resume=RUN_ID."""
+    if sweep:
+        return "python -m sentlab.train " + shlex.join(sys.argv[1:])
+    store = "" if cfg.runs_dir == "runs" else f" runs_dir={shlex.quote(str(cfg.runs_dir))}"
+    return f"python -m sentlab.train resume={run_id}{store}"
 
 
 def _cap_max_length(cfg, limit: int | None) -> None:
@@ -142,46 +252,47 @@ def _describe(data) -> str:
     return f"data {data.name}: " + "; ".join(parts) + (f"; {dropped} rows without text dropped" if dropped else "")
 
 
-def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) -> dict:
+def _log_config(cfg, data, hydra_dir) -> None:
+    """What a new run logs first: its config (params, YAML, Hydra's folder) and its data set."""
     mlflow = tracking.mlflow
     mlflow.log_params(tracking.flat_params(cfg))
     mlflow.log_dict(tracking.resolved(cfg), "config.yaml")
     if hydra_dir and (Path(hydra_dir) / ".hydra").is_dir():
         mlflow.log_artifacts(str(Path(hydra_dir) / ".hydra"), "hydra")
-    sizes = {split: len(rows) for split, rows in data.splits.items()}
     mlflow.log_params(
         {
             "dataset.name": data.name,
             "dataset.source": str(data.source)[: tracking.MAX_PARAM_LENGTH],
             "dataset.label_names": ",".join(data.label_names),
-            **{f"dataset.{split}_size": n for split, n in sizes.items()},
+            **{f"dataset.{split}_size": len(rows) for split, rows in data.splits.items()},
             **{f"dataset.{split}_dropped": n for split, n in data.dropped.items()},
         }
     )
     mlflow_model.log_inputs(cfg, data)
+
+
+def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: checkpoints.Checkpoints) -> dict:
+    mlflow = tracking.mlflow
+    sizes = {split: len(rows) for split, rows in data.splits.items()}
     log.info(_describe(data))
 
-    model = backbones.load_model(
-        head.model_class(), cfg.backbone, tokenizer, quantization_config=quantization, **head.model_kwargs()
-    )
-    model = quant.prepare(model, cfg.quant)
-    model = adapters.add_lora(model, cfg.lora, head.task_type).to(device)
-    counts = adapters.parameter_counts(model)
-    mlflow.log_metrics(counts)
-    log.info(
-        f"model {cfg.backbone.name} ({cfg.backbone.source}): {counts['trainable_params']:,} trainable of "
-        f"{counts['total_params']:,} parameters ({counts['trainable_pct']:.3f}%), on {device.type}"
-    )
-
-    features = {split: head.encode(rows) for split, rows in data.splits.items()}
-    start = time.perf_counter()
-    kept = {"epoch": 0, "val": None}
-    if cfg.train.epochs > 0:
-        kept = fit(
-            model, head, features["train"], features["val"], cfg.train, device, data.label_names,
-            log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step),
+    with saved.catch_signals():  # from here to the end of training, SIGTERM/SIGINT stop it at a checkpoint
+        model = load_model(cfg, head, tokenizer, quantization, device)
+        counts = adapters.parameter_counts(model)
+        mlflow.log_metrics(counts)
+        log.info(
+            f"model {cfg.backbone.name} ({cfg.backbone.source}): {counts['trainable_params']:,} trainable of "
+            f"{counts['total_params']:,} parameters ({counts['trainable_pct']:.3f}%), on {device.type}"
         )
-    train_time = time.perf_counter() - start
+
+        features = {split: head.encode(rows) for split, rows in data.splits.items()}
+        kept = {"epoch": 0, "val": None, "train_time_s": 0.0}
+        if cfg.train.epochs > 0:
+            kept = fit(
+                model, head, features["train"], features["val"], cfg.train, device, data.label_names,
+                log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step), checkpoints=saved,
+            )
+    train_time = kept["train_time_s"]
     mlflow.log_metrics({"train_time_s": train_time, "kept_epoch": kept["epoch"]})
 
     results = {}
@@ -202,6 +313,15 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, hydra_dir) 
     peak_mb = _peak_memory_mb(device)
     mlflow.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": peak_mb})
     return {"val": results["val"], "test": results["test"], "kept_epoch": kept["epoch"], "train_time_s": train_time}
+
+
+def load_model(cfg, head, tokenizer, quantization, device):
+    """The backbone with its head, quantized as configured, with LoRA adapters, on `device`."""
+    model = backbones.load_model(
+        head.model_class(), cfg.backbone, tokenizer, quantization_config=quantization, **head.model_kwargs()
+    )
+    model = quant.prepare(model, cfg.quant)
+    return adapters.add_lora(model, cfg.lora, head.task_type).to(device)
 
 
 def _log_predictions(evaluation, label_names, path: str) -> None:

@@ -1,11 +1,14 @@
-"""Sweeps as MLflow experiments: a Hydra callback that opens one parent run before the jobs start and,
-when they are done, prints and logs the sweep's summary (finished, failed, skipped, best run).
+"""Sweeps as MLflow experiments: a Hydra callback that opens one parent run before the jobs start (or, for the
+same sweep command again, continues it) and, when they are done, prints and logs the sweep's summary
+(finished, failed, reused, best run).
 
-Jobs themselves (sentlab.pipeline.run) nest under the parent, skip configs that already have a FINISHED
-run (resume), and record their own failures; sentlab.train keeps a failed job from stopping the sweep.
+Jobs themselves (sentlab.pipeline.run) nest under the parent, resume their interrupted runs, answer configs
+that already FINISHED with that run's results, and record their own failures; sentlab.train keeps a failed
+job from stopping the sweep (a stop signal does stop it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -18,9 +21,18 @@ from hydra.experimental.callback import Callback
 SUMMARY_FILE = "summary.json"  # in the sweep's folder and on the parent run
 
 
+def sweep_id(config) -> str:
+    """A sweep's identity (tag `sentlab.sweep_id`): its experiment and its overrides, the preset and the sweeper's
+    settings included, `force` left out. Running the same sweep command again finds its parent run by it."""
+    overrides = [o for o in config.hydra.overrides.task if not o.startswith("force=")]
+    overrides += [o for o in config.hydra.overrides.hydra if o.startswith("hydra.sweeper.")]
+    text = json.dumps([config.tracking.experiment, sorted(overrides)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class SweepCallback(Callback):
-    """Creates the store, the experiment and the sweep's parent run once, before any job starts,
-    so that parallel jobs never race on creating them; each job nests its run under the parent."""
+    """Creates the store, the experiment and the sweep's parent run (or finds the parent of the same sweep) once,
+    before any job starts, so that parallel jobs never race on creating them; each job nests its run under it."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from sentlab import console, tracking
@@ -30,25 +42,34 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         client = tracking.mlflow.MlflowClient()
-        parent = client.create_run(
-            experiment_id,
-            run_name=config.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={"sentlab.sweep": "parent", "sentlab.sweep_dir": str(sweep_dir),
-                  "sentlab.overrides": " ".join(overrides)},
+        identity = sweep_id(config)
+        tags = {"sentlab.sweep": "parent", "sentlab.sweep_id": identity, "sentlab.sweep_dir": str(sweep_dir),
+                "sentlab.overrides": " ".join(overrides)}
+        found = client.search_runs(
+            [experiment_id], filter_string=f"tags.`sentlab.sweep_id` = '{identity}'",
+            order_by=["attributes.start_time DESC"], max_results=1,
         )
+        if found:  # the same sweep command again: it continues its parent run
+            parent_id = found[0].info.run_id
+            client.update_run(parent_id, status="RUNNING")
+            client.set_tag(parent_id, "sentlab.sweep_dir", str(sweep_dir))
+            print(f"sweep: continuing MLflow parent run {parent_id}")
+        else:
+            name = config.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            parent_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            print(f"sweep: MLflow parent run {parent_id}")
         # Overrides with one value are the same in every job: left out of the child run names.
         parsed = OverridesParser.create().parse_overrides(overrides)
         fixed = [text for text, o in zip(overrides, parsed) if not o.is_sweep_override()]
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        info = {"parent_run_id": parent.info.run_id, "fixed_overrides": fixed}
+        info = {"parent_run_id": parent_id, "fixed_overrides": fixed}
         (sweep_dir / tracking.SWEEP_FILE).write_text(json.dumps(info, indent=1))
-        self.parent_run_id, self.sweep_dir = parent.info.run_id, sweep_dir
-        print(f"sweep: MLflow parent run {parent.info.run_id}")
+        self.parent_run_id, self.sweep_dir = parent_id, sweep_dir
 
     def on_multirun_end(self, config, **kwargs) -> None:
         from sentlab import tracking
 
-        summary = summarize(self.parent_run_id, self.sweep_dir, config.train.select_metric)
+        summary = summarize(self.parent_run_id, config.train.select_metric)
         client = tracking.mlflow.MlflowClient()
         client.log_batch(
             self.parent_run_id,
@@ -71,10 +92,12 @@ class SweepCallback(Callback):
             sys.exit(1)  # after the whole sweep has run: a script or CI sees that some jobs failed
 
 
-def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
-    """Finished, failed and skipped jobs of a sweep and its best run by the validation metric.
+def summarize(parent_run_id: str, select_metric: str) -> dict:
+    """Finished, reused and failed jobs of a sweep and its best run by the validation metric. A job is its config
+    (tag `sentlab.config_hash`): when a rerun of the sweep ran it again, its latest child run counts.
 
-    A child still RUNNING when the sweep ends lost its process (killed, e.g. out of memory): it is marked FAILED.
+    A child still RUNNING when the sweep ends lost its process (killed, e.g. out of memory): it is marked KILLED,
+    and the next run of the sweep resumes it from its last checkpoint.
     """
     from sentlab import tracking
 
@@ -83,20 +106,23 @@ def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
     search = f"tags.mlflow.parentRunId = '{parent_run_id}'"
     for run in client.search_runs([experiment_id], filter_string=search + " and attributes.status = 'RUNNING'"):
         client.set_tag(run.info.run_id, "error", "the job ended without closing its run (process killed?)")
-        client.set_terminated(run.info.run_id, "FAILED")
-    children = client.search_runs([experiment_id], filter_string=search, max_results=50000)
-    finished = [r for r in children if r.info.status == "FINISHED"]
-    failed = [r for r in children if r.info.status != "FINISHED"]
-    skipped = [client.get_run(s["run_id"]) for s in tracking.skipped_runs(sweep_dir)]
+        client.set_terminated(run.info.run_id, "KILLED")
+    children = client.search_runs([experiment_id], filter_string=search, max_results=50000,
+                                  order_by=["attributes.start_time DESC"])
+    jobs = list({r.data.tags.get("sentlab.config_hash", r.info.run_id): r for r in reversed(children)}.values())
+    reused = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" in r.data.tags]
+    finished = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" not in r.data.tags]
+    failed = [r for r in jobs if r.info.status != "FINISHED"]
 
-    settings = [r.data.tags["sentlab.setting_hash"] for r in finished if "sentlab.setting_hash" in r.data.tags]
+    settings = [r.data.tags["sentlab.setting_hash"] for r in finished + reused if "sentlab.setting_hash" in r.data.tags]
     key = f"val_{select_metric}"
-    scored = [r for r in finished + skipped if math.isfinite(r.data.metrics.get(key, math.nan))]
+    scored = [r for r in finished + reused if math.isfinite(r.data.metrics.get(key, math.nan))]
     best = max(scored, key=lambda r: r.data.metrics[key], default=None)
 
-    lines = [f"sweep: {len(finished)} finished, {len(failed)} failed, {len(skipped)} skipped "
-             f"(already FINISHED; force=true reruns them); parent run {parent_run_id}"]
-    lines += [f"  FAILED  {r.info.run_name}: {r.data.tags.get('error', '?').splitlines()[0][:200]}" for r in failed]
+    lines = [f"sweep: {len(finished)} finished, {len(failed)} failed, {len(reused)} reused "
+             f"(already FINISHED elsewhere; force=true reruns them); parent run {parent_run_id}"]
+    lines += [f"  {r.info.status:<7} {r.info.run_name}: {r.data.tags.get('error', '?').splitlines()[0][:200]}"
+              for r in failed]
     if best is not None:
         lines.append(f"  best    {best.info.run_name}: {key}={best.data.metrics[key]:.4f} (run {best.info.run_id})")
     lines.append(f"  compare: python -m sentlab.compare --sweep {parent_run_id}")
@@ -106,13 +132,13 @@ def summarize(parent_run_id: str, sweep_dir: Path, select_metric: str) -> dict:
 
     data = {
         "finished": [row(r) for r in finished],
-        "failed": [{**row(r), "error": r.data.tags.get("error")} for r in failed],
-        "skipped": [row(r) for r in skipped],
+        "failed": [{**row(r), "status": r.info.status, "error": r.data.tags.get("error")} for r in failed],
+        "reused": [{**row(r), "reuses": r.data.tags["sentlab.reuses"]} for r in reused],
         "best": row(best) if best else None,
         "select_metric": key,
         "repeated": len(set(settings)) < len(settings),  # some setting ran with several seeds
     }
-    metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_skipped": len(skipped)}
+    metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_reused": len(reused)}
     tags = {"sentlab.summary": "\n".join(lines)[:5000]}
     if best is not None:
         metrics[f"best_{key}"] = best.data.metrics[key]

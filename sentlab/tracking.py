@@ -4,7 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -15,8 +17,9 @@ from sentlab import PACKAGE_DIR  # noqa: E402
 
 MAX_PARAM_LENGTH = 500  # longer values are cut in params; the full YAML is an artifact
 SWEEP_FILE = "sweep.json"  # in a sweep's folder: the parent run every job nests under, the fixed overrides
-# Overrides that do not change what a run computes: left out of run names and of the config hash.
-INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force")
+# Keys that do not change what a run computes: left out of run names and of the config hash.
+INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force", "resume", "train.checkpoint_every",
+              "train.keep_checkpoints")
 
 
 def connect(tracking) -> str:
@@ -50,7 +53,7 @@ def _experiment_id(tracking) -> str:
         return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
 
 
-def _is_infra(key: str) -> bool:
+def is_infra(key: str) -> bool:
     key = key.lstrip("+~")
     return any(key == k or key.startswith(k + ".") for k in INFRA_KEYS)
 
@@ -63,7 +66,7 @@ def run_name(overrides: list[str], cfg, sweep: dict | None = None) -> str:
     common = set(sweep["fixed_overrides"]) if sweep else set()
     shown = [
         o for o in overrides
-        if o not in common and not _is_infra(o.split("=")[0]) and not o.startswith("train.seed=")
+        if o not in common and not is_infra(o.split("=")[0]) and not o.startswith("train.seed=")
     ]
     return " ".join(shown) or f"{cfg.backbone.name}/{cfg.head.name}/{cfg.data.name}"
 
@@ -76,7 +79,11 @@ def resolved(cfg) -> dict:
 def config_hash(cfg, seeds: bool = True) -> str:
     """A fingerprint of what a run computes: the resolved config without infrastructure keys. With seeds=False,
     the fingerprint of its setting (tag `sentlab.setting_hash`): runs that share it are repeats over seeds."""
-    data = {k: v for k, v in resolved(cfg).items() if not _is_infra(k)}
+    def drop_infra(node: dict, prefix: str = "") -> dict:
+        return {k: drop_infra(v, f"{prefix}{k}.") if isinstance(v, dict) else v
+                for k, v in node.items() if not is_infra(prefix + str(k))}
+
+    data = drop_infra(resolved(cfg))
     if not seeds:
         data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
         data["data"] = {k: v for k, v in data["data"].items() if k != "seed"}
@@ -115,40 +122,74 @@ def read_sweep(sweep_dir: str | None) -> dict | None:
     return json.loads(path.read_text()) if path and path.exists() else None
 
 
-def finished_run(experiment_id: str, config_hash: str):
-    """The latest FINISHED run of this experiment with this config hash, or None (what a sweep resumes from)."""
-    runs = mlflow.MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.`sentlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+def runs_of(experiment_id: str, config_hash: str, status: str | None = None) -> list:
+    """This experiment's runs of one config (tag `sentlab.config_hash`), newest first."""
+    search = f"tags.`sentlab.config_hash` = '{config_hash}'"
+    if status:
+        search += f" and attributes.status = '{status}'"
+    return mlflow.MlflowClient().search_runs(
+        [experiment_id], filter_string=search, order_by=["attributes.start_time DESC"], max_results=1000
     )
-    return runs[0] if runs else None
 
 
-def has_child(experiment_id: str, parent_run_id: str, config_hash: str) -> bool:
-    """Whether the sweep's parent already has a child run of this config."""
-    return bool(mlflow.MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`sentlab.config_hash` = '{config_hash}'",
-        max_results=1,
-    ))
+def finished_run(experiment_id: str, config_hash: str, parent_run_id: str):
+    """The FINISHED run that answers a sweep job: its own child run if the sweep already has one, else the
+    latest from elsewhere (a single run, another sweep); None if the config never finished."""
+    runs = runs_of(experiment_id, config_hash, "FINISHED")
+    own = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_run_id]
+    return (own or runs or [None])[0]
 
 
-SKIPPED_DIR = "skipped"  # in a sweep's folder: one JSON file per job skipped because its config had a run
+def process_tags() -> dict:
+    """Where a run's process lives (tags `sentlab.host`, `sentlab.pid`): what tells a dead RUNNING run."""
+    return {"sentlab.host": socket.gethostname(), "sentlab.pid": str(os.getpid())}
 
 
-def note_skipped(sweep_dir: str, config_hash: str, run) -> None:
-    folder = Path(sweep_dir) / SKIPPED_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    info = {"run_id": run.info.run_id, "run_name": run.info.run_name, "config_hash": config_hash}
-    (folder / f"{config_hash}.json").write_text(json.dumps(info))
+def is_alive(run) -> bool | None:
+    """Whether a RUNNING run's process is still at work, looked up by its pid on this host; None for a process of
+    another host, which cannot be looked up (resume=RUN_ID resumes such a run once you know it died)."""
+    if run.info.status != "RUNNING":
+        return False
+    if run.data.tags.get("sentlab.host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(run.data.tags["sentlab.pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (KeyError, ValueError, PermissionError):
+        return True
+    return True
 
 
-def skipped_runs(sweep_dir: str) -> list[dict]:
-    """The jobs of a sweep that were skipped, as noted by note_skipped."""
-    folder = Path(sweep_dir) / SKIPPED_DIR
-    return [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+def interrupted_runs(experiment_id: str, config_hash: str, parent_run_id: str | None) -> list:
+    """Runs of this config, in this sweep (or, for None, in no sweep), that stopped before the end: KILLED by
+    a signal, or RUNNING with a dead process (SIGKILL, out of memory). Newest first."""
+    return [
+        r for r in runs_of(experiment_id, config_hash)
+        if r.data.tags.get("mlflow.parentRunId") == parent_run_id
+        and (r.info.status == "KILLED" or (r.info.status == "RUNNING" and is_alive(r) is False))
+    ]
+
+
+def reuse_run(experiment_id: str, name: str, parent_run_id: str, tags: dict, done) -> str:
+    """A sweep job answered by a FINISHED run from elsewhere: a FINISHED child of the sweep that carries that
+    run's params and metrics and says whose results it reuses (tag `sentlab.reuses`)."""
+    client = mlflow.MlflowClient()
+    source = done.data.tags.get("sentlab.reuses", done.info.run_id)
+    run = client.create_run(experiment_id, run_name=name, tags={
+        **tags, "mlflow.parentRunId": parent_run_id, "sentlab.reuses": source,
+        "mlflow.note.content": f"Reuses the results of run {source} (same config, already FINISHED).",
+    })
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in done.data.metrics.items()],
+            params=[mlflow.entities.Param(k, v) for k, v in done.data.params.items()],
+        )
+    finally:
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 def failed_run(experiment_id: str, name: str, parent_run_id: str | None, tags: dict, params: dict, error: BaseException):

@@ -3,6 +3,7 @@
     python -m sentlab.train                            # MiniLM + LoRA on the demo data
     python -m sentlab.train backbone=roberta data=sst2 lora.r=16
     python -m sentlab.train -m lora.r=8,16,32          # one MLflow parent run, a child per job
+    python -m sentlab.train resume=RUN_ID              # continue a stopped run from its last checkpoint
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the repository's conf
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    from sentlab import console, pipeline  # heavy imports after Hydra has parsed the command line
+    from sentlab import checkpoints, console, pipeline  # heavy imports after Hydra has parsed the command line
 
     console.quiet_dependencies()
     hydra_cfg = HydraConfig.get()
@@ -31,6 +32,9 @@ def main(cfg: DictConfig) -> float:
         result = pipeline.run(
             cfg, overrides=list(hydra_cfg.overrides.task), sweep_dir=sweep_dir, hydra_dir=hydra_cfg.runtime.output_dir
         )
+    except checkpoints.Stopped as stop:  # SIGTERM/SIGINT: the run is KILLED at a checkpoint; a sweep stops too
+        print(f"sentlab: {stop}; checkpoint saved; resume with: {stop.command}", file=sys.stderr)
+        sys.exit(stop.exit_code)
     except Exception as err:
         explained = isinstance(err, (ConfigError, RunError))  # the message says it all: no traceback
         if sweep_dir is None:

@@ -54,32 +54,52 @@ def test_failed_jobs_do_not_stop_the_sweep_and_a_rerun_resumes(tiny_models, trai
     assert parent.data.tags["sentlab.best_run_id"] == best.info.run_id
     assert parent.data.metrics["best_val_f1_macro"] == best.data.metrics["val_f1_macro"]
     out = capsys.readouterr().out
-    assert "sweep: 1 finished, 3 failed, 0 skipped" in out and "best    lora.target_modules=[query,value]" in out
+    assert "sweep: 1 finished, 3 failed, 0 reused" in out and "best    lora.target_modules=[query,value]" in out
     # Serial jobs leave nothing behind in this process, failed ones included: no model, no open figure. Not
     # collected here: what the sweep's collection after each job did not free would still be listed.
     models = (PreTrainedModel, PeftModel)
     assert not [type(o).__name__ for o in gc.get_objects() if issubclass(type(o), models)]
     assert plt.get_fignums() == []
 
-    # The same command again: the finished job is skipped (its metrics count), the failed ones run again.
+    # The same command again continues the same parent: the finished job is not rerun, the failed ones run again.
     with pytest.raises(SystemExit):
         train(*args)
     runs = all_runs(store())
     parent2, children2 = _sweep(runs)
-    assert parent2.info.run_id != parent.info.run_id
-    assert len(children2) == 3 and all(r.info.status == "FAILED" for r in children2)
-    assert sum(r.info.status == "FINISHED" and "sentlab.sweep" not in r.data.tags for r in runs) == 1
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FAILED"
+    assert len(children2) == 4 + 3 and sum(r.info.status == "FINISHED" for r in children2) == 1
     summary = _summary(store(), parent2)
-    assert [s["run_id"] for s in summary["skipped"]] == [best.info.run_id]
+    assert [s["run_id"] for s in summary["finished"]] == [best.info.run_id] and len(summary["failed"]) == 3
     assert summary["best"]["run_id"] == best.info.run_id
-    assert "1 skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sweep: continuing MLflow parent run" in out and "sweep: 1 finished, 3 failed, 0 reused" in out
 
     # force=true reruns a finished config; a sweep of only good jobs exits normally.
     train("-m", *tiny_args(tiny_models, "bert"), "lora.dropout=0.1", "force=true", *FAST)
     parent3, (child,) = _sweep(all_runs(store()))
+    assert parent3.info.run_id != parent.info.run_id  # another command: another sweep
     assert parent3.info.status == "FINISHED" and child.info.status == "FINISHED"
     assert child.data.tags["sentlab.config_hash"] == best.data.tags["sentlab.config_hash"]
     assert "force" not in child.info.run_name
+
+
+def test_a_sweep_shows_every_job_as_a_child_reused_ones_included(tiny_models, train, store, runs_dir):
+    """A single run, then a sweep one of whose jobs has its config: that job is a child that reuses its results."""
+    from sentlab import compare
+
+    model = tiny_args(tiny_models, "bert")
+    train(*model, *FAST)  # lora.r=8 by default
+    (single,) = all_runs(store())
+    train("-m", *model, "lora.r=4,8", *FAST)
+    parent, children = _sweep(all_runs(store()))
+    assert sorted(r.info.run_name for r in children) == ["lora.r=4", "lora.r=8"]
+    (reused,) = [r for r in children if r.info.run_name == "lora.r=8"]
+    assert reused.info.status == "FINISHED" and reused.data.tags["sentlab.reuses"] == single.info.run_id
+    assert reused.data.metrics["test_accuracy"] == single.data.metrics["test_accuracy"]
+    assert reused.data.params["lora.r"] == "8"
+    assert parent.data.metrics["sweep_finished"] == 1 and parent.data.metrics["sweep_reused"] == 1
+    runs, kinds, _ = compare.collect(store(), parent.info.run_id, None, "sentlab")
+    assert len(runs) == 2 and kinds[reused.info.run_id] == "reused"
 
 
 def test_single_run_is_never_skipped(tiny_models, train, store):
