@@ -110,15 +110,19 @@ def test_joblib_sweep_of_4_workers_against_a_server_on_postgresql(tiny_models, t
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
 
 
-@pytest.mark.skipif(bool(slurm.missing()), reason=f"SLURM is not installed (missing: {' '.join(slurm.missing())}; "
-                    "Debian: apt-get install slurmctld slurmd slurm-client slurmdbd munge mariadb-server)")
+NO_SLURM = (f"SLURM is not installed (missing: {' '.join(slurm.missing())}; "
+            "Debian: apt-get install slurmctld slurmd slurm-client slurmdbd munge mariadb-server)")
+SLURM_JOBS = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+              "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
+
+
+@pytest.mark.skipif(bool(slurm.missing()), reason=NO_SLURM)
 def test_sweep_on_a_slurm_cluster(tiny_models, tmp_path):
     """`hydra/launcher=slurm` (sentlab's preset) on a one-node cluster: each job a SLURM job, every run landing."""
     with slurm.cluster() as env:
         sweep = subprocess.run(
             [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, "lora.r=2,4",
-             "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-             "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", f"runs_dir={tmp_path}"],
+             *SLURM_JOBS, f"runs_dir={tmp_path}"],
             cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
         )
         assert sweep.returncode == 0, sweep.stderr[-3000:]
@@ -137,3 +141,38 @@ def test_sweep_on_a_slurm_cluster(tiny_models, tmp_path):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.params["lora.r"] for r in children) == ["2", "4"]
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+@pytest.mark.skipif(bool(slurm.missing()), reason=NO_SLURM)
+def test_a_preempted_slurm_job_resumes_from_its_checkpoint(tiny_models, tmp_path):
+    """`scontrol requeue` preempts a running job (SIGTERM, then SLURM starts it again): the job stops at a
+    checkpoint, its second start resumes the same MLflow run from there, and the sweep finishes in one go."""
+    with slurm.cluster() as env:
+        env = {**os.environ, **env}
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, "lora.r=2,4",
+             "data.max_samples.train=240", "train.epochs=12", "train.checkpoint_every=5", *SLURM_JOBS,
+             f"runs_dir={tmp_path}"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # a job is training
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
+            time.sleep(0.2)
+        running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True,
+                                 env=env).stdout.split()
+        subprocess.run(["scontrol", "requeue", running[0]], check=True, env=env)
+        _, err = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, err[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["lora.r"] for r in children) == ["2", "4"]  # resumed, not duplicated
+    assert all(r.info.status == "FINISHED" for r in children)
+    resumed = [r for r in children if any(a.path.startswith("logs/resume-")
+                                          for a in client.list_artifacts(r.info.run_id, "logs"))]
+    assert len(resumed) == 1, "one job was preempted and resumed"
+    epochs = [m.step for m in client.get_metric_history(resumed[0].info.run_id, "val_accuracy") if m.step > 0]
+    assert sorted(epochs) == list(range(1, 13))  # each epoch validated once across both attempts (step 0: final)
