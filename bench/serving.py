@@ -7,7 +7,7 @@
    splits as MLflow datasets) timed; and log_inputs on the whole of SST-2 (67,349 train rows).
 2. Serving: a MiniLM run trained on a slice of SST-2, served by `mlflow models serve --env-manager local`
    on 127.0.0.1; POST /invocations one request at a time with single SST-2 test sentences and with batches
-   of 32: requests/s and p50/p95 latency, next to the same predictions in-process (no HTTP).
+   of 32: requests/s and p50/p95 latency.
 """
 from __future__ import annotations
 
@@ -86,38 +86,34 @@ def logging_cost(tmp: Path) -> dict:
 
 
 def serving(tmp: Path) -> dict:
-    """Latencies (s) of single texts and batches of BATCH through the served model, and in-process."""
+    """Latencies (s) of single texts and batches of BATCH through the served model."""
     sys.path.insert(0, str(REPO / "tests"))
     from test_serving import invoke, served
 
-    from sentlab import mlflow_model
     from sentlab.data import load_data
 
     runs_dir = tmp / "serve_runs"
     run_id = _run([*SERVE_ARGS, f"runs_dir={runs_dir}"])
     texts = load_data(_compose(["data=sst2", f"data.dir={SST2}"]).data).splits["test"]["text"]
     store = f"sqlite:///{runs_dir}/mlflow.db"
+    result = {"texts_chars": statistics.mean(len(t) for t in texts[:SINGLE])}
+    with served(f"runs:/{run_id}/model", store, runs_dir / "serve.log") as url:
+        result["served"] = timings(lambda b: invoke(url, b), texts)
+    return result
 
-    def timings(call, batches) -> list[float]:
-        call(batches[0])  # warm-up
-        times = []
+
+def timings(call, texts: list[str]) -> dict[str, list[float]]:
+    """Seconds per call of SINGLE single texts and of BATCHES batches of BATCH, one at a time, after a warm-up."""
+    runs = {"single": [[t] for t in texts[:SINGLE]],
+            "batch": [texts[i * BATCH:(i + 1) * BATCH] for i in range(BATCHES)]}
+    result = {}
+    for kind, batches in runs.items():
+        call(batches[0])
+        result[kind] = []
         for batch in batches:
             start = time.perf_counter()
             call(batch)
-            times.append(time.perf_counter() - start)
-        return times
-
-    singles = [[t] for t in texts[:SINGLE]]
-    batches = [texts[i * BATCH:(i + 1) * BATCH] for i in range(BATCHES)]
-    result = {"texts_chars": statistics.mean(len(t) for t in texts[:SINGLE])}
-    with served(f"runs:/{run_id}/model", store, runs_dir / "serve.log") as url:
-        result["served"] = {"single": timings(lambda b: invoke(url, b), singles),
-                            "batch": timings(lambda b: invoke(url, b), batches)}
-    mlflow_model.mlflow.set_tracking_uri(store)
-    classifier = mlflow_model.load(run_id)
-    with contextlib.redirect_stderr(io.StringIO()):
-        result["in-process"] = {"single": timings(classifier.predict, singles),
-                                "batch": timings(classifier.predict, batches)}
+            result[kind].append(time.perf_counter() - start)
     return result
 
 
@@ -165,15 +161,12 @@ def write(cost: dict, serve: dict, bench_s: float, loads: tuple[float, float]) -
         f"A MiniLM run (`{' '.join(SERVE_ARGS).replace(str(SST2), '../shared/data/sst2')}`) served with "
         "`mlflow models serve -m runs:/RUN_ID/model --env-manager local -h 127.0.0.1` (one uvicorn worker), the "
         "client in another process on the same machine, one request at a time (after one warm-up request); "
-        f"SST-2 test sentences (mean {serve['texts_chars']:.0f} characters). In-process is "
-        "`sentlab.mlflow_model.load(RUN_ID).predict(texts)`: the same model with no HTTP in between.",
+        f"SST-2 test sentences (mean {serve['texts_chars']:.0f} characters).",
         "",
         "| | requests | requests/s | texts/s | p50 latency (ms) | p95 latency (ms) |",
         "|---|---:|---:|---:|---:|---:|",
         _row("served, single text", serve["served"]["single"], 1),
         _row(f"served, batch of {BATCH}", serve["served"]["batch"], BATCH),
-        _row("in-process, single text", serve["in-process"]["single"], 1),
-        _row(f"in-process, batch of {BATCH}", serve["in-process"]["batch"], BATCH),
         "",
     ]
     OUT.parent.mkdir(parents=True, exist_ok=True)
