@@ -45,9 +45,9 @@ def quiet_dependencies() -> None:
     logging.captureWarnings(True)
 
 
-def setup_cli() -> None:
-    """For the entry points that run outside Hydra (predict, evaluate, export): the same console as a run's (on
-    stderr, so that standard output carries only the results), and dependency noise off."""
+def run_cli(main) -> None:
+    """Run an entry point outside Hydra (predict, evaluate, export) with the same console as a run's (on stderr,
+    so that standard output carries only the results) and dependency noise off; exit with main()'s code."""
     import sys
 
     handler = logging.StreamHandler(sys.stderr)
@@ -57,6 +57,7 @@ def setup_cli() -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     quiet_dependencies()
+    sys.exit(main())
 
 
 def log_file() -> str | None:

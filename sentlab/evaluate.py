@@ -126,5 +126,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     from sentlab import console
 
-    console.setup_cli()  # dependency noise off, as in a run
-    sys.exit(main())
+    console.run_cli(main)
