@@ -177,7 +177,8 @@ def plots(frame, runs, metric: str, out: Path) -> list[Path]:
         if len(trained) and all(isinstance(v, (int, float)) and v > 0 for v in trained[x]):
             ax.set_xscale("log", base=log)
         ax.set_xlabel("lora.r" if x == "r" else "train.lr")
-        ax.set_ylabel(metric)
+        repeated = len(trained) and trained.groupby(["r", "lr"]).size().max() > 1
+        ax.set_ylabel(f"{metric} (mean over seeds, 95% interval)" if repeated else metric)
         ax.set_title(f"{metric} against {'LoRA rank' if x == 'r' else 'learning rate'}")
         ax.legend(fontsize=7)
         save(fig, name)
