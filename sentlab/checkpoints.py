@@ -55,7 +55,7 @@ class Checkpoints:
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / f"step-{step:06d}.pt"
         temporary = target.with_suffix(".tmp")
-        torch.save({**state, "rng": _rng_states()}, temporary)
+        torch.save({**state, "rng": rng_states()}, temporary)
         os.replace(temporary, target)
         for old in self.files()[: -self.keep]:
             old.unlink()
@@ -68,7 +68,7 @@ class Checkpoints:
             return None
         # sentlab's own file; weights_only would refuse numpy's RNG state
         state = torch.load(files[-1], map_location="cpu", weights_only=False)
-        _set_rng_states(state.pop("rng"))
+        set_rng_states(state.pop("rng"))
         return state
 
     def remove(self) -> None:
@@ -101,12 +101,13 @@ class Checkpoints:
                 signal.signal(s, h)
 
 
-def _rng_states() -> dict:
+def rng_states() -> dict:
+    """This process's RNG states (torch, CUDA, numpy, Python): what a checkpoint restores."""
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
-def _set_rng_states(states: dict) -> None:
+def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     np.random.set_state(states["numpy"])
     random.setstate(states["python"])

@@ -62,5 +62,27 @@ def validate(cfg) -> None:
         _number(train.warmup_ratio) and 0 <= train.warmup_ratio < 1,
         "train.warmup_ratio", f"must be in [0, 1), got {train.warmup_ratio!r}", "e.g. 0.06",
     )
+    _check_processes(cfg)
     _check(bool(cfg.backbone.source), "backbone.source", "is empty", "a hub id, a local folder or package:<module>/<folder>")
     check_data_config(cfg.data)
+
+
+def _check_processes(cfg) -> None:
+    """train.num_processes: a positive integer; more than one needs a GPU each on CUDA, and no quantization."""
+    n, device = cfg.train.get("num_processes", 1), str(cfg.train.device)
+    _check(isinstance(n, int) and not isinstance(n, bool) and n > 0, "train.num_processes",
+           f"must be a positive integer, got {n!r}", "1 trains in this process; N > 1 data-parallel in N processes")
+    if n == 1:
+        return
+    _check(cfg.quant.name == "none", "train.num_processes",
+           f"={n} cannot train a quantized model (quant={cfg.quant.name}): bitsandbytes' quantized weights are not "
+           f"supported with DDP here", "use quant=none, or train.num_processes=1")
+    _check(device in ("auto", "cpu", "cuda"), "train.num_processes",
+           f"={n} with train.device={device}: the ranks pick their devices themselves (rank r on cuda:r, or the cpu)",
+           "use train.device=auto, cuda or cpu")
+    import torch
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        gpus = torch.cuda.device_count()
+        _check(n <= gpus, "train.num_processes", f"={n} but this machine has {gpus} GPU(s): one process per GPU",
+               f"use train.num_processes={max(gpus, 1)}, or train.device=cpu")

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from sentlab import adapters, backbones, checkpoints, console, mlflow_model, quant, tracking
+from sentlab import adapters, backbones, checkpoints, console, distributed, mlflow_model, quant, tracking
 from sentlab.config import validate
 from sentlab.data import load_data
 from sentlab.errors import ConfigError
@@ -92,8 +93,6 @@ def _reuse(done, cfg, overrides, sweep: dict, experiment_id: str, config_hash: s
 
 def _resume(cfg, overrides: list[str], hydra_dir: str | None) -> dict:
     """`resume=RUN_ID`: that run's logged config, trained on from its last checkpoint in the same MLflow run."""
-    from omegaconf import OmegaConf
-
     tracking.connect(cfg.tracking)
     client = tracking.mlflow.MlflowClient()
     try:
@@ -255,7 +254,8 @@ def _describe(data) -> str:
 def _log_config(cfg, data, hydra_dir) -> None:
     """What a new run logs first: its config (params, YAML, Hydra's folder) and its data set."""
     mlflow = tracking.mlflow
-    mlflow.log_params(tracking.flat_params(cfg))
+    # train.batch_size is per process: the examples per optimizer step are batch_size * num_processes * grad_accum
+    mlflow.log_params({**tracking.flat_params(cfg), "train.effective_batch_size": distributed.effective_batch_size(cfg.train)})
     mlflow.log_dict(tracking.resolved(cfg), "config.yaml")
     if hydra_dir and (Path(hydra_dir) / ".hydra").is_dir():
         mlflow.log_artifacts(str(Path(hydra_dir) / ".hydra"), "hydra")
@@ -288,10 +288,13 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
         features = {split: head.encode(rows) for split, rows in data.splits.items()}
         kept = {"epoch": 0, "val": None, "train_time_s": 0.0}
         if cfg.train.epochs > 0:
-            kept = fit(
-                model, head, features["train"], features["val"], cfg.train, device, data.label_names,
-                log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step), checkpoints=saved,
-            )
+            # train.num_processes > 1: this process is rank 0, the others train beside it (sentlab.distributed)
+            workers = (OmegaConf.create(tracking.resolved(cfg)), head, features["train"], console.log_file(), saved.path)
+            with distributed.processes(cfg.train.get("num_processes", 1), device, workers):
+                kept = fit(
+                    model, head, features["train"], features["val"], cfg.train, device, data.label_names,
+                    log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step), checkpoints=saved,
+                )
     train_time = kept["train_time_s"]
     mlflow.log_metrics({"train_time_s": train_time, "kept_epoch": kept["epoch"]})
 

@@ -84,6 +84,8 @@ def config_hash(cfg, seeds: bool = True) -> str:
                 for k, v in node.items() if not is_infra(prefix + str(k))}
 
     data = drop_infra(resolved(cfg))
+    if data.get("train", {}).get("num_processes") == 1:  # added later: one process hashes as the runs before it
+        del data["train"]["num_processes"]
     if not seeds:
         data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
         data["data"] = {k: v for k, v in data["data"].items() if k != "seed"}

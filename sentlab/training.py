@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from sentlab.checkpoints import Checkpoints, Stopped
+from sentlab import distributed
+from sentlab.checkpoints import Checkpoints, Stopped, rng_states, set_rng_states
 from sentlab.errors import RunError
 from sentlab.metrics import classification_metrics
 
@@ -78,6 +79,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
 
 
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's batches, each a list of example indices, fixed by (seed, epoch)."""
+    order = epoch_order(n, seed, epoch)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
 @dataclass
 class Progress:
     """Where training stands: what a checkpoint holds besides weights, optimizer, scheduler and RNG states."""
@@ -102,82 +109,114 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
     metrics after each evaluated epoch (step = epoch). With `checkpoints`, training starts from the latest
     checkpoint there, if any, saves one when due and at each epoch's end, and on a stop signal saves one and
     raises Stopped.
+
+    In a process group (train.num_processes > 1, sentlab.distributed) every rank calls fit: the epoch's global
+    batches of batch_size * N examples are cut into one shard per rank, DDP averages the gradients, the loss
+    logged is the global batch's; only rank 0 validates, logs and writes checkpoints, and rank 0's checkpoint
+    holds every rank's RNG states. `val_features` and `log_metrics` matter on rank 0 only.
     """
     from transformers import get_scheduler
 
+    rank, world = distributed.rank(), distributed.world_size()
+    global_batch = train_cfg.batch_size * world  # train.batch_size is per process
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(trainable.values(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    n_batches = math.ceil(len(train_features) / train_cfg.batch_size)
+    n_batches = math.ceil(len(train_features) / global_batch)
     total_steps = math.ceil(n_batches / train_cfg.grad_accum) * train_cfg.epochs
     scheduler = get_scheduler(
         train_cfg.scheduler, optimizer, int(train_cfg.warmup_ratio * total_steps), total_steps
     )
     progress = Progress()
-    if checkpoints and (state := checkpoints.latest()):
+    state = checkpoints.latest() if checkpoints and rank == 0 else None
+    if (state := distributed.broadcast(state)) is not None:  # rank 0's checkpoint, on every rank
         model.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         progress = Progress(**state["progress"])
+        if rank > 0:
+            set_rng_states(state["rng_ranks"][rank])
         log.info(f"resumed at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
+    ddp_model = distributed.wrap(model, device)
     start = time.perf_counter() - progress.train_s
+    seen = 0  # examples this process trained on (this attempt)
 
     def checkpoint():
-        if checkpoints:
+        if not checkpoints:
+            return
+        rng_ranks = distributed.gather_objects(rng_states()) if world > 1 else None  # a collective: every rank
+        if rank == 0:
             progress.train_s = time.perf_counter() - start
             state = {"progress": vars(progress), "trainable": {n: p.detach() for n, p in trainable.items()},
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-            checkpoints.save(state, progress.step)
+            checkpoints.save({**state, "rng_ranks": rng_ranks} if rng_ranks else state, progress.step)
 
-    def stop_if_asked():
-        if checkpoints and checkpoints.stop_signal:
-            raise Stopped(checkpoints.stop_signal, progress.epoch, progress.step)
+    def agree(value: float = 0.0) -> tuple[float, int | None]:
+        """The sum of the ranks' `value`s, and the stop signal that reached any rank (or None): every rank
+        decides on this agreed signal, never on its own flag, which a signal can set at any moment."""
+        signum = (checkpoints.stop_signal if checkpoints else None) or 0
+        if world == 1:
+            return value, signum or None
+        rows = distributed.gather([value, signum])
+        return rows[:, 0].sum().item(), int(rows[:, 1].max()) or None
+
+    def stop_if_asked(signum: int | None):
+        if signum:
+            raise Stopped(signum, progress.epoch, progress.step)
 
     while progress.epoch <= train_cfg.epochs and progress.stopped_epoch is None:
         epoch = progress.epoch
         model.train()
-        order = epoch_order(len(train_features), train_cfg.seed, epoch)[progress.batch * train_cfg.batch_size:]
+        batches = epoch_batches(len(train_features), global_batch, train_cfg.seed, epoch)[progress.batch:]
+        shards = [distributed.shard(b) for b in batches]  # this rank's part of each, and its loss factor
         # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
-        loader = DataLoader(train_features, batch_size=train_cfg.batch_size, sampler=order, collate_fn=head.collate,
+        loader = DataLoader(train_features, batch_sampler=[mine for mine, _ in shards], collate_fn=head.collate,
                             generator=torch.Generator())
-        # One bar per epoch, in examples (its rate is examples/s); None: off when not a terminal.
-        bar = tqdm(total=len(train_features), initial=len(train_features) - len(order),
-                   desc=f"epoch {epoch}/{train_cfg.epochs}", unit="ex", disable=None)
-        for i, batch in enumerate(loader, start=progress.batch):
+        # One bar per epoch, in examples of all ranks (its rate is examples/s); None: off when not a terminal.
+        bar = tqdm(total=len(train_features), initial=len(train_features) - sum(map(len, batches)),
+                   desc=f"epoch {epoch}/{train_cfg.epochs}", unit="ex", disable=None if rank == 0 else True)
+        for i, (batch, (_, factor), whole) in enumerate(zip(loader, shards, batches), start=progress.batch):
             with autocast(device, train_cfg.precision):
-                loss = head.loss(model, to_device(batch, device))
+                loss = head.loss(ddp_model, to_device(batch, device))
             if not torch.isfinite(loss):
                 bar.close()
                 raise RunError(
                     f"train loss is {loss.item()} at epoch {epoch}, batch {i}: lower train.lr "
                     f"(now {train_cfg.lr}) or use train.precision=fp32"
                 )
-            (loss / train_cfg.grad_accum).backward()
-            bar.update(len(batch["labels"]))
+            (loss * factor / train_cfg.grad_accum).backward()
+            bar.update(len(whole))
+            seen += len(batch["labels"]) if factor else 0
             if (i + 1) % train_cfg.grad_accum and i + 1 < n_batches:
                 continue
+            # the global batch's loss: the mean of its shards' losses, weighted by their sizes
+            step_loss, stop = agree(loss.item() * factor / world)
             torch.nn.utils.clip_grad_norm_(trainable.values(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.batch, progress.step = i + 1, progress.step + 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if progress.step % train_cfg.log_every == 0:
-                log_metrics({"train_loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, progress.step)
-            if checkpoints and (checkpoints.due(progress.step) or checkpoints.stop_signal):
+            bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+            if progress.step % train_cfg.log_every == 0 and rank == 0:
+                log_metrics({"train_loss": step_loss, "lr": scheduler.get_last_lr()[0]}, progress.step)
+            if checkpoints and (checkpoints.due(progress.step) or stop):
                 checkpoint()
                 bar.close()
-                stop_if_asked()
+                stop_if_asked(stop)
         bar.close()
 
         progress.epoch, progress.batch = epoch + 1, 0
-        if train_cfg.eval_every_epoch or epoch == train_cfg.epochs:
+        if (train_cfg.eval_every_epoch or epoch == train_cfg.epochs) and rank == 0:  # the others wait
             val = evaluate(model, head, val_features, train_cfg, device, desc="validation").metrics(label_names)
             log_metrics({f"val_{k}": v for k, v in val.items()}, epoch)
             log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
             _judge(progress, epoch, val, model, train_cfg, log_metrics)
+        progress.stopped_epoch = distributed.broadcast(progress.stopped_epoch)  # rank 0's early stop, for all
+        _, stop = agree()
         checkpoint()  # the epoch's end: a resumed run goes on with the next epoch
-        stop_if_asked()
+        stop_if_asked(stop)
 
+    if world > 1:
+        log.info(f"rank {rank}: trained on {seen} examples")
     last = progress.epoch - 1
     if progress.kept_state is not None and progress.kept["epoch"] != last:
         model.load_state_dict(progress.kept_state, strict=False)

@@ -1,0 +1,211 @@
+"""More than one process per run (`train.num_processes=N`): data-parallel training with torch DDP.
+
+The process that runs the job (a plain run, or a Hydra sweep job) is rank 0: it owns the MLflow run, writes the
+checkpoints, evaluates, tests and logs, exactly as a one-process run does. `processes()` spawns ranks 1..N-1 as
+fresh Python processes (torch.multiprocessing, start method spawn) with the composed config and the prepared
+head and train features; each loads the model the same way and runs training.fit with no logging and no
+checkpoint writing. The N processes meet over a TCPStore that rank 0 opens on 127.0.0.1 at a free port of the
+system's choosing (a fresh one per launch), then form a process group: gloo on CPU, nccl on GPUs (rank r on
+cuda:r).
+
+training.fit stays one loop for 1 or N processes through the few functions here: the epoch's global batches
+are cut by `shard()` (rank r trains on batch[r::N], so N processes see, step for step, the examples that one
+process with N times the batch size sees), `gather()` exchanges per-step numbers (loss, stop signals),
+`broadcast()` sends rank 0's resume state and early-stopping decision, and `wrap()` puts DDP around the model.
+Outside a process group each of them is the identity, and nothing here is imported into a one-process run's
+path beyond this module.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import traceback
+
+import torch
+import torch.distributed as dist
+
+from sentlab.errors import RunError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = datetime.timedelta(minutes=60)  # a collective waits this long (rank 0 validates while the others wait)
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def effective_batch_size(train_cfg) -> int:
+    """Examples per optimizer step: train.batch_size is per process."""
+    return train_cfg.batch_size * train_cfg.get("num_processes", 1) * train_cfg.grad_accum
+
+
+def shard(batch: list[int]) -> tuple[list[int], float]:
+    """This rank's part of a global batch (batch[rank::N]) and the factor its mean loss is scaled by, so that
+    DDP's average of the ranks' gradients is the gradient of the global batch's mean loss, uneven last
+    batches included (n_rank * N / n_global). A rank left without an example (a last batch smaller than N)
+    trains on one with factor 0: it must still take part in the gradient all-reduce."""
+    n = world_size()
+    mine = batch[rank()::n]
+    return (mine, len(mine) * n / len(batch)) if mine else (batch[:1], 0.0)
+
+
+def gather(values: list[float]) -> torch.Tensor:
+    """Every rank's `values`, one row per rank ([N, len(values)]); one collective."""
+    mine = torch.tensor(values, dtype=torch.float64)
+    if not dist.is_initialized():
+        return mine[None]
+    device = _comm_device()
+    rows = [torch.empty_like(mine, device=device) for _ in range(world_size())]
+    dist.all_gather(rows, mine.to(device))
+    return torch.stack(rows).cpu()
+
+
+def broadcast(obj):
+    """Rank 0's `obj` on every rank (pickled)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=_comm_device())
+    return box[0]
+
+
+def gather_objects(obj) -> list:
+    """Every rank's `obj`, in rank order (on every rank)."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def wrap(model, device):
+    """The model in DDP when there is a process group, else as it is. Only trainable parameters (LoRA and the
+    head) are all-reduced; every one of them gets a gradient in every step, so find_unused_parameters stays off
+    (DDP says clearly if one did not). Buffers are the same on every rank: not broadcast at each forward. DDP's
+    constructor broadcasts rank 0's weights, so the randomly initialised head starts the same everywhere."""
+    if not dist.is_initialized():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=False)
+
+
+def _comm_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def device_of(rank_: int, device: torch.device) -> torch.device:
+    return torch.device("cuda", rank_) if device.type == "cuda" else device
+
+
+@contextlib.contextmanager
+def processes(n: int, device: torch.device, worker_args: tuple):
+    """Inside: this process is rank 0 of a group of `n`, ranks 1..n-1 run `_worker(*worker_args)` in processes
+    of their own. n == 1: nothing happens. On the way out the group is taken down and the workers joined; if
+    anything failed, the workers still alive are terminated, and a worker's own error, if it reported one,
+    is what rank 0 raises (a collective with a dead peer fails at once on gloo)."""
+    if n == 1:
+        yield
+        return
+    import torch.multiprocessing as mp
+
+    store = dist.TCPStore("127.0.0.1", 0, n, is_master=True, wait_for_workers=False, timeout=TIMEOUT)
+    context = mp.get_context("spawn")  # fresh interpreters: no forked threads, CUDA or sqlite connections
+    errors = context.SimpleQueue()
+    workers = [context.Process(target=_worker, args=(r, n, store.port, device, errors, *worker_args),
+                               name=f"sentlab-rank{r}", daemon=True) for r in range(1, n)]
+    for worker in workers:
+        worker.start()
+    log.info(f"train.num_processes={n}: rank 0 here (pid {os.getpid()}), ranks 1-{n - 1} in pids "
+             f"{', '.join(str(w.pid) for w in workers)}; {_backend(device)} on 127.0.0.1:{store.port}")
+    ok = False
+    try:
+        if device.type == "cuda":
+            torch.cuda.set_device(0)
+        dist.init_process_group(_backend(device), store=store, rank=0, world_size=n, timeout=TIMEOUT)
+        yield
+        ok = True
+    except BaseException as err:
+        for worker in workers:
+            worker.join(timeout=5)  # a worker that failed has reported why by the time it exits
+        reported = []
+        while not errors.empty():
+            reported.append(errors.get())
+        if reported and _is_comm_error(err):  # rank 0 only saw its peer go: say why it went
+            r, message = reported[0]
+            raise RunError(f"rank {r} of train.num_processes={n} failed: {message}") from err
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for worker in workers:
+            worker.join(timeout=60 if ok else 5)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+
+
+def _backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _is_comm_error(err: BaseException) -> bool:
+    """A collective that failed because a peer left (gloo raises RuntimeError, nccl DistBackendError)."""
+    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and "gloo" in str(err))
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when rank 0's process dies (SIGKILL included), so that no rank is left."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker(rank_: int, n: int, port: int, device: torch.device, errors, cfg, head, train_features, log_file,
+            checkpoint_dir) -> None:
+    """Rank `rank_` (1..n-1): load the model as rank 0 did, train with it, log nothing to MLflow, write nothing.
+    Its log lines go to the run's log file, prefixed `[rank r]`; an error is reported to rank 0 and ends it."""
+    _die_with_parent()
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter(f"[%(asctime)s][rank {rank_}][%(name)s][%(levelname)s] - %(message)s"))
+        root.addHandler(handler)
+    try:
+        from sentlab import checkpoints, console, pipeline
+        from sentlab.training import fit
+
+        console.quiet_dependencies()
+        os.environ["TQDM_DISABLE"] = "1"  # rank 0 draws the progress bars
+        device = device_of(rank_, device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        store = dist.TCPStore("127.0.0.1", port, n, is_master=False, timeout=TIMEOUT)
+        dist.init_process_group(_backend(device), store=store, rank=rank_, world_size=n, timeout=TIMEOUT)
+        quantization = None  # validate() refuses quantization with num_processes > 1
+        model = pipeline.load_model(cfg, head, head.tokenizer, quantization, device)
+        torch.manual_seed(cfg.train.seed + rank_)  # dropout masks of its own, fixed by (seed, rank)
+        saved = checkpoints.Checkpoints(checkpoint_dir, cfg.train.checkpoint_every, cfg.train.keep_checkpoints)
+        with saved.catch_signals():  # Ctrl-C reaches every process of the terminal: all stop at the same step
+            fit(model, head, train_features, None, cfg.train, device, head.label_names,
+                log_metrics=lambda metrics, step: None, checkpoints=saved)
+    except BaseException as err:
+        if type(err).__name__ != "Stopped":  # a stop signal ends every rank at the same step: not an error
+            logging.getLogger(__name__).error(traceback.format_exc())
+            if not _is_comm_error(err):  # an error of its own, not rank 0 gone
+                errors.put((rank_, str(err) if isinstance(err, RunError) else f"{type(err).__name__}: {err}"))
+            raise SystemExit(1) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
