@@ -131,6 +131,7 @@ def processes(n: int, device: torch.device, worker_args: tuple):
     try:
         if device.type == "cuda":
             torch.cuda.set_device(0)
+        _wait_for(workers, store)
         dist.init_process_group(_backend(device), store=store, rank=0, world_size=n, timeout=TIMEOUT)
         yield
         ok = True
@@ -154,13 +155,29 @@ def processes(n: int, device: torch.device, worker_args: tuple):
                 worker.join()
 
 
+def _wait_for(workers, store) -> None:
+    """Until every worker has reached the store; one that dies before (an import that fails) is an error now,
+    not a process group that waits for it until TIMEOUT."""
+    import time
+
+    keys = [f"started/{r}" for r in range(1, len(workers) + 1)]
+    while not store.check(keys):
+        if dead := [w for w in workers if not w.is_alive()]:
+            raise PeerLost(f"{dead[0].name} (pid {dead[0].pid}) exited with code {dead[0].exitcode} before training")
+        time.sleep(0.05)
+
+
 def _backend(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+class PeerLost(RunError):
+    """A rank's process ended before it joined the others."""
+
+
 def _is_comm_error(err: BaseException) -> bool:
-    """A collective that failed because a peer left (gloo raises RuntimeError, nccl DistBackendError)."""
-    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and "gloo" in str(err))
+    """A rank gone: a collective that failed for it (gloo raises RuntimeError, nccl DistBackendError)."""
+    return isinstance(err, (dist.DistError, PeerLost)) or (isinstance(err, RuntimeError) and "gloo" in str(err))
 
 
 def _die_with_parent() -> None:
@@ -192,6 +209,7 @@ def _worker(rank_: int, n: int, port: int, device: torch.device, errors, cfg, he
         if device.type == "cuda":
             torch.cuda.set_device(device)
         store = dist.TCPStore("127.0.0.1", port, n, is_master=False, timeout=TIMEOUT)
+        store.set(f"started/{rank_}", "1")
         dist.init_process_group(_backend(device), store=store, rank=rank_, world_size=n, timeout=TIMEOUT)
         quantization = None  # validate() refuses quantization with num_processes > 1
         model = pipeline.load_model(cfg, head, head.tokenizer, quantization, device)
@@ -201,8 +219,10 @@ def _worker(rank_: int, n: int, port: int, device: torch.device, errors, cfg, he
             fit(model, head, train_features, None, cfg.train, device, head.label_names,
                 log_metrics=lambda metrics, step: None, checkpoints=saved)
     except BaseException as err:
-        if type(err).__name__ != "Stopped":  # a stop signal ends every rank at the same step: not an error
-            logging.getLogger(__name__).error(traceback.format_exc())
+        if type(err).__name__ == "Stopped":  # a stop signal ends every rank at the same step: not an error
+            log.info(f"rank {rank_}: {err}")
+        else:
+            log.error(traceback.format_exc())
             if not _is_comm_error(err):  # an error of its own, not rank 0 gone
                 errors.put((rank_, str(err) if isinstance(err, RunError) else f"{type(err).__name__}: {err}"))
             raise SystemExit(1) from None

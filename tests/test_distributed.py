@@ -55,6 +55,20 @@ def test_shards_cover_the_global_batch_and_weight_it_exactly(monkeypatch):
     assert distributed.shard([7]) == ([7], 0.0)  # no example left for rank 1: one, weighed 0
 
 
+def test_a_failing_rank_is_rank_0s_error_and_no_process_is_left(tmp_path):
+    from sentlab import distributed
+    from sentlab.errors import RunError
+
+    with pytest.raises(RunError, match=r"^rank 1 of train.num_processes=2 failed: AttributeError: 'NoneType'"):
+        with distributed.processes(2, torch.device("cpu"), (None, None, None, None, tmp_path)):  # no config
+            assert distributed.world_size() == 2
+            distributed.broadcast("a collective that rank 1, failed, never joins")
+    assert not torch.distributed.is_initialized()
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("sentlab-rank")]
+
+
 def _history(client, run_id, key):
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
@@ -107,9 +121,10 @@ def test_more_processes_than_gpus_is_refused(tiny_bert, train, store, capsys, mo
                    ["=2 but this machine has 1 GPU(s)", "train.num_processes=1, or train.device=cpu"])
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def _workers(pid: int) -> list[int]:
+    """The rank processes that `pid` spawned (not multiprocessing's resource tracker)."""
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(line.split()[0]) for line in out.stdout.splitlines() if "spawn_main" in line]
 
 
 def _alive(pid: int) -> bool:
@@ -134,8 +149,8 @@ def test_sigterm_stops_every_rank_and_a_resumed_run_equals_an_uninterrupted_one(
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.05)
-    workers = _children(process.pid)
-    assert workers, "no worker process"
+    workers = _workers(process.pid)
+    assert len(workers) == 1, workers
     process.send_signal(signal.SIGTERM)  # to rank 0 only, as `timeout` or SLURM would
     _, err = process.communicate(timeout=240)
     assert process.returncode == 143, err
@@ -143,6 +158,8 @@ def test_sigterm_stops_every_rank_and_a_resumed_run_equals_an_uninterrupted_one(
     assert not any(_alive(pid) for pid in workers)  # every rank stopped
     (stopped,) = all_runs(store())
     assert stopped.info.status == "KILLED"
+    log = open(store().download_artifacts(stopped.info.run_id, "logs/train.log")).read()
+    assert "rank 1: stopped by SIGTERM at epoch" in log  # on its own, at rank 0's step: not terminated
     (checkpoint,) = sorted((runs_dir / "checkpoints" / stopped.info.run_id).glob("step-*.pt"))[-1:]
     state = torch.load(checkpoint, weights_only=False)
     assert len(state["rng_ranks"]) == 2  # every rank's RNG, in rank 0's checkpoint
