@@ -95,7 +95,7 @@ def wrap(model, device):
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device.index] if device.type == "cuda" else None
+    ids = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=False)
 
 
@@ -127,10 +127,12 @@ def processes(n: int, device: torch.device, worker_args: tuple):
         worker.start()
     log.info(f"train.num_processes={n}: rank 0 here (pid {os.getpid()}), ranks 1-{n - 1} in pids "
              f"{', '.join(str(w.pid) for w in workers)}; {_backend(device)} on 127.0.0.1:{store.port}")
-    ok = False
+    ok, threads = False, torch.get_num_threads()
     try:
         if device.type == "cuda":
             torch.cuda.set_device(0)
+        else:
+            torch.set_num_threads(cpu_threads(n))
         _wait_for(workers, store)
         dist.init_process_group(_backend(device), store=store, rank=0, world_size=n, timeout=TIMEOUT)
         yield
@@ -146,6 +148,7 @@ def processes(n: int, device: torch.device, worker_args: tuple):
             raise RunError(f"rank {r} of train.num_processes={n} failed: {message}") from err
         raise
     finally:
+        torch.set_num_threads(threads)
         if dist.is_initialized():
             dist.destroy_process_group()
         for worker in workers:
@@ -165,6 +168,11 @@ def _wait_for(workers, store) -> None:
         if dead := [w for w in workers if not w.is_alive()]:
             raise PeerLost(f"{dead[0].name} (pid {dead[0].pid}) exited with code {dead[0].exitcode} before training")
         time.sleep(0.05)
+
+
+def cpu_threads(n: int) -> int:
+    """Threads per rank on the CPU: the cores shared out, so that N ranks do not oversubscribe them."""
+    return max(1, len(os.sched_getaffinity(0)) // n)
 
 
 def _backend(device: torch.device) -> str:
@@ -208,6 +216,8 @@ def _worker(rank_: int, n: int, port: int, device: torch.device, errors, cfg, he
         device = device_of(rank_, device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        else:
+            torch.set_num_threads(cpu_threads(n))
         store = dist.TCPStore("127.0.0.1", port, n, is_master=False, timeout=TIMEOUT)
         store.set(f"started/{rank_}", "1")
         dist.init_process_group(_backend(device), store=store, rank=rank_, world_size=n, timeout=TIMEOUT)

@@ -55,6 +55,17 @@ def test_shards_cover_the_global_batch_and_weight_it_exactly(monkeypatch):
     assert distributed.shard([7]) == ([7], 0.0)  # no example left for rank 1: one, weighed 0
 
 
+def test_one_process_keeps_the_config_hash_of_runs_logged_before_the_key():
+    """Sweeps find FINISHED and interrupted runs by config hash: adding train.num_processes must not orphan them."""
+    from omegaconf import OmegaConf
+
+    from sentlab.tracking import config_hash
+
+    before = OmegaConf.create({"train": {"batch_size": 8}})
+    assert config_hash(OmegaConf.create({"train": {"batch_size": 8, "num_processes": 1}})) == config_hash(before)
+    assert config_hash(OmegaConf.create({"train": {"batch_size": 8, "num_processes": 2}})) != config_hash(before)
+
+
 def test_a_failing_rank_is_rank_0s_error_and_no_process_is_left(tmp_path):
     from sentlab import distributed
     from sentlab.errors import RunError
