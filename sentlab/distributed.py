@@ -1,8 +1,8 @@
 """More than one process per run (`train.num_processes=N`): data-parallel training with torch DDP.
 
 The process that runs the job (a plain run, or a Hydra sweep job) is rank 0: it owns the MLflow run, writes the
-checkpoints, evaluates, tests and logs, exactly as a one-process run does. `processes()` spawns ranks 1..N-1 as
-fresh Python processes (torch.multiprocessing, start method spawn) with the composed config and the prepared
+checkpoints, evaluates, tests and logs, exactly as a one-process run does. `processes()` starts ranks 1..N-1 as
+fresh Python processes (`python -m sentlab.distributed`) with the composed config and the prepared
 head and train features; each loads the model the same way and runs training.fit with no logging and no
 checkpoint writing. The N processes meet over a TCPStore that rank 0 opens on 127.0.0.1 at a free port of the
 system's choosing (a fresh one per launch), then form a process group: gloo on CPU, nccl on GPUs (rank r on
@@ -21,8 +21,13 @@ import contextlib
 import datetime
 import logging
 import os
+import pickle
 import signal
+import subprocess
+import sys
+import tempfile
 import traceback
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -109,64 +114,68 @@ def device_of(rank_: int, device: torch.device) -> torch.device:
 
 @contextlib.contextmanager
 def processes(n: int, device: torch.device, worker_args: tuple):
-    """Inside: this process is rank 0 of a group of `n`, ranks 1..n-1 run `_worker(*worker_args)` in processes
-    of their own. n == 1: nothing happens. On the way out the group is taken down and the workers joined; if
-    anything failed, the workers still alive are terminated, and a worker's own error, if it reported one,
-    is what rank 0 raises (a collective with a dead peer fails at once on gloo)."""
+    """Inside: this process is rank 0 of a group of `n`; ranks 1..n-1 run `_worker(..., *worker_args)`, each in a
+    process of its own. n == 1: nothing happens. On the way out the group is taken down and the workers waited
+    for; if anything failed, the workers still alive are terminated, and a worker's own error, if it reported
+    one, is what rank 0 raises (a collective with a dead peer fails at once on gloo)."""
     if n == 1:
         yield
         return
-    import torch.multiprocessing as mp
-
     store = dist.TCPStore("127.0.0.1", 0, n, is_master=True, wait_for_workers=False, timeout=TIMEOUT)
-    context = mp.get_context("spawn")  # fresh interpreters: no forked threads, CUDA or sqlite connections
-    errors = context.SimpleQueue()
-    workers = [context.Process(target=_worker, args=(r, n, store.port, device, errors, *worker_args),
-                               name=f"sentlab-rank{r}", daemon=True) for r in range(1, n)]
-    for worker in workers:
-        worker.start()
-    log.info(f"train.num_processes={n}: rank 0 here (pid {os.getpid()}), ranks 1-{n - 1} in pids "
-             f"{', '.join(str(w.pid) for w in workers)}; {_backend(device)} on 127.0.0.1:{store.port}")
     ok, threads = False, torch.get_num_threads()
-    try:
-        if device.type == "cuda":
-            torch.cuda.set_device(0)
-        else:
-            torch.set_num_threads(cpu_threads(n))
-        _wait_for(workers, store)
-        dist.init_process_group(_backend(device), store=store, rank=0, world_size=n, timeout=TIMEOUT)
-        yield
-        ok = True
-    except BaseException as err:
-        for worker in workers:
-            worker.join(timeout=5)  # a worker that failed has reported why by the time it exits
-        reported = []
-        while not errors.empty():
-            reported.append(errors.get())
-        if reported and _is_comm_error(err):  # rank 0 only saw its peer go: say why it went
-            r, message = reported[0]
-            raise RunError(f"rank {r} of train.num_processes={n} failed: {message}") from err
-        raise
-    finally:
-        torch.set_num_threads(threads)
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        for worker in workers:
-            worker.join(timeout=60 if ok else 5)
-            if worker.is_alive():
-                worker.terminate()
-                worker.join()
+    with tempfile.TemporaryDirectory(prefix="sentlab-ranks-") as folder:
+        workers = {r: _spawn(Path(folder) / f"rank{r}", (r, n, store.port, device, *worker_args)) for r in range(1, n)}
+        log.info(f"train.num_processes={n}: rank 0 here (pid {os.getpid()}), ranks 1-{n - 1} in pids "
+                 f"{', '.join(str(w.pid) for w in workers.values())}; {_backend(device)} on 127.0.0.1:{store.port}")
+        try:
+            if device.type == "cuda":
+                torch.cuda.set_device(0)
+            else:
+                torch.set_num_threads(cpu_threads(n))
+            _wait_for(workers, store)
+            dist.init_process_group(_backend(device), store=store, rank=0, world_size=n, timeout=TIMEOUT)
+            yield
+            ok = True
+        except BaseException as err:
+            for worker in workers.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(timeout=5)  # a worker that failed has written why by the time it exits
+            reported = [(r, f.read_text()) for r in workers if (f := Path(folder) / f"rank{r}.error").exists()]
+            if reported and _is_comm_error(err):  # rank 0 only saw its peer go: say why it went
+                r, message = reported[0]
+                raise RunError(f"rank {r} of train.num_processes={n} failed: {message}") from err
+            raise
+        finally:
+            torch.set_num_threads(threads)
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            for worker in workers.values():
+                try:
+                    worker.wait(timeout=60 if ok else 5)
+                except subprocess.TimeoutExpired:
+                    worker.terminate()
+                    worker.wait()
 
 
-def _wait_for(workers, store) -> None:
+def _spawn(path: Path, args: tuple) -> subprocess.Popen:
+    """A fresh Python process for one rank (`python -m sentlab.distributed PATH`), its arguments pickled at PATH.pkl.
+    A plain subprocess rather than multiprocessing: it works wherever the job runs (inside joblib's loky workers,
+    whose start method a multiprocessing child cannot set up) and never re-imports the caller's __main__."""
+    with open(path.with_suffix(".pkl"), "wb") as f:
+        pickle.dump(args, f)
+    return subprocess.Popen([sys.executable, "-m", "sentlab.distributed", str(path)])
+
+
+def _wait_for(workers: dict, store) -> None:
     """Until every worker has reached the store; one that dies before (an import that fails) is an error now,
     not a process group that waits for it until TIMEOUT."""
     import time
 
-    keys = [f"started/{r}" for r in range(1, len(workers) + 1)]
+    keys = [f"started/{r}" for r in workers]
     while not store.check(keys):
-        if dead := [w for w in workers if not w.is_alive()]:
-            raise PeerLost(f"{dead[0].name} (pid {dead[0].pid}) exited with code {dead[0].exitcode} before training")
+        if dead := [(r, w) for r, w in workers.items() if w.poll() is not None]:
+            r, w = dead[0]
+            raise PeerLost(f"rank {r} (pid {w.pid}) exited with code {w.returncode} before training")
         time.sleep(0.05)
 
 
@@ -196,10 +205,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(rank_: int, n: int, port: int, device: torch.device, errors, cfg, head, train_features, log_file,
+def _worker(path: Path, rank_: int, n: int, port: int, device: torch.device, cfg, head, train_features, log_file,
             checkpoint_dir) -> None:
     """Rank `rank_` (1..n-1): load the model as rank 0 did, train with it, log nothing to MLflow, write nothing.
-    Its log lines go to the run's log file, prefixed `[rank r]`; an error is reported to rank 0 and ends it."""
+    Its log lines go to the run's log file, prefixed `[rank r]`; an error is written to PATH.error for rank 0."""
     _die_with_parent()
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -233,9 +242,17 @@ def _worker(rank_: int, n: int, port: int, device: torch.device, errors, cfg, he
             log.info(f"rank {rank_}: {err}")
         else:
             log.error(traceback.format_exc())
-            if not _is_comm_error(err):  # an error of its own, not rank 0 gone
-                errors.put((rank_, str(err) if isinstance(err, RunError) else f"{type(err).__name__}: {err}"))
+            if not _is_comm_error(err):  # an error of its own, not rank 0 gone: rank 0 reads it
+                path.with_suffix(".error").write_text(str(err) if isinstance(err, RunError) else
+                                                      f"{type(err).__name__}: {err}")
             raise SystemExit(1) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # a rank's process: python -m sentlab.distributed PATH (see _spawn)
+    from sentlab.distributed import _worker as worker  # the module's own copy: its classes are the ones others see
+
+    with open(sys.argv[1] + ".pkl", "rb") as f:
+        worker(Path(sys.argv[1]), *pickle.load(f))
