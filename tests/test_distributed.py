@@ -188,8 +188,9 @@ def test_sigterm_stops_every_rank_and_a_resumed_run_equals_an_uninterrupted_one(
 
 
 @pytest.mark.slow
-def test_a_sweep_of_two_process_jobs(tiny_bert, train, store):
-    train("-m", *tiny_bert, *FAST, "train.num_processes=2", "train.batch_size=4", "lora.r=2,4")
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["serial", "joblib"])
+def test_a_sweep_of_two_process_jobs(launcher, tiny_bert, train, store):
+    train("-m", *tiny_bert, *FAST, "train.num_processes=2", "train.batch_size=4", "lora.r=2,4", *launcher)
     runs = all_runs(store())
     (parent,) = [r for r in runs if r.data.tags.get("sentlab.sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
