@@ -12,8 +12,7 @@ training.fit stays one loop for 1 or N processes through the few functions here:
 are cut by `shard()` (rank r trains on batch[r::N], so N processes see, step for step, the examples that one
 process with N times the batch size sees), `gather()` exchanges per-step numbers (loss, stop signals),
 `broadcast()` sends rank 0's resume state and early-stopping decision, and `wrap()` puts DDP around the model.
-Outside a process group each of them is the identity, and nothing here is imported into a one-process run's
-path beyond this module.
+Outside a process group (a one-process run never starts one) each of them is the identity.
 """
 from __future__ import annotations
 
@@ -137,11 +136,13 @@ def processes(n: int, device: torch.device, worker_args: tuple):
             yield
             ok = True
         except BaseException as err:
-            for worker in workers.values():
+            if not _is_comm_error(err):  # rank 0's own error (or a stop): the finally below ends the others
+                raise
+            for worker in workers.values():  # rank 0 only saw a peer go: say why it went
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     worker.wait(timeout=5)  # a worker that failed has written why by the time it exits
             reported = [(r, f.read_text()) for r in workers if (f := Path(folder) / f"rank{r}.error").exists()]
-            if reported and _is_comm_error(err):  # rank 0 only saw its peer go: say why it went
+            if reported:
                 r, message = reported[0]
                 raise RunError(f"rank {r} of train.num_processes={n} failed: {message}") from err
             raise
@@ -217,7 +218,10 @@ def _worker(path: Path, rank_: int, n: int, port: int, device: torch.device, cfg
         handler.setFormatter(logging.Formatter(f"[%(asctime)s][rank {rank_}][%(name)s][%(levelname)s] - %(message)s"))
         root.addHandler(handler)
     try:
-        from sentlab import checkpoints, console, pipeline
+        from sentlab import checkpoints, console, quant
+
+        quant.import_only_if_needed(cfg.quant)  # as rank 0 did: before peft is imported
+        from sentlab import pipeline
         from sentlab.training import fit
 
         console.quiet_dependencies()
@@ -230,8 +234,7 @@ def _worker(path: Path, rank_: int, n: int, port: int, device: torch.device, cfg
         store = dist.TCPStore("127.0.0.1", port, n, is_master=False, timeout=TIMEOUT)
         store.set(f"started/{rank_}", "1")
         dist.init_process_group(_backend(device), store=store, rank=rank_, world_size=n, timeout=TIMEOUT)
-        quantization = None  # validate() refuses quantization with num_processes > 1
-        model = pipeline.load_model(cfg, head, head.tokenizer, quantization, device)
+        model = pipeline.load_model(cfg, head, head.tokenizer, quant.quantization_config(cfg.quant), device)
         torch.manual_seed(cfg.train.seed + rank_)  # dropout masks of its own, fixed by (seed, rank)
         saved = checkpoints.Checkpoints(checkpoint_dir, cfg.train.checkpoint_every, cfg.train.keep_checkpoints)
         with saved.catch_signals():  # Ctrl-C reaches every process of the terminal: all stop at the same step

@@ -254,8 +254,9 @@ def _describe(data) -> str:
 def _log_config(cfg, data, hydra_dir) -> None:
     """What a new run logs first: its config (params, YAML, Hydra's folder) and its data set."""
     mlflow = tracking.mlflow
-    # train.batch_size is per process: the examples per optimizer step are batch_size * num_processes * grad_accum
-    mlflow.log_params({**tracking.flat_params(cfg), "train.effective_batch_size": distributed.effective_batch_size(cfg.train)})
+    mlflow.log_params(tracking.flat_params(cfg))
+    # train.batch_size is per process: a step trains on batch_size * num_processes * grad_accum examples
+    mlflow.log_param("train.effective_batch_size", distributed.effective_batch_size(cfg.train))
     mlflow.log_dict(tracking.resolved(cfg), "config.yaml")
     if hydra_dir and (Path(hydra_dir) / ".hydra").is_dir():
         mlflow.log_artifacts(str(Path(hydra_dir) / ".hydra"), "hydra")
@@ -289,7 +290,8 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
         kept = {"epoch": 0, "val": None, "train_time_s": 0.0}
         if cfg.train.epochs > 0:
             # train.num_processes > 1: this process is rank 0, the others train beside it (sentlab.distributed)
-            workers = (OmegaConf.create(tracking.resolved(cfg)), head, features["train"], console.log_file(), saved.path)
+            workers = (OmegaConf.create(tracking.resolved(cfg)), head, features["train"], console.log_file(),
+                       saved.path)
             with distributed.processes(cfg.train.get("num_processes", 1), device, workers):
                 kept = fit(
                     model, head, features["train"], features["val"], cfg.train, device, data.label_names,

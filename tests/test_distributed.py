@@ -67,14 +67,21 @@ def test_one_process_keeps_the_config_hash_of_runs_logged_before_the_key():
     assert config_hash(OmegaConf.create({"train": {"batch_size": 8, "num_processes": 2}})) != config_hash(before)
 
 
-def test_a_failing_rank_is_rank_0s_error_and_no_process_is_left(tmp_path):
+@pytest.mark.parametrize("when", ["before_joining", "after_joining"])
+def test_a_failing_rank_is_rank_0s_error_and_no_process_is_left(when, tmp_path):
+    from omegaconf import OmegaConf
+
     from sentlab import distributed
     from sentlab.errors import RunError
 
-    with pytest.raises(RunError, match=r"^rank 1 of train.num_processes=2 failed: AttributeError: 'NoneType'"):
-        with distributed.processes(2, torch.device("cpu"), (None, None, None, None, tmp_path)):  # no config
+    # no config at all: rank 1 fails before it reaches the store; a config without a backbone: after the group forms
+    cfg = None if when == "before_joining" else OmegaConf.create({"quant": {"name": "none"}})
+    with pytest.raises(RunError, match=r"^rank 1 of train.num_processes=2 failed: AttributeError: 'NoneType'") as info:
+        with distributed.processes(2, torch.device("cpu"), (cfg, None, None, None, tmp_path)):
             assert distributed.world_size() == 2
             distributed.broadcast("a collective that rank 1, failed, never joins")
+    # what rank 0 itself saw: the worker gone before the store, or a collective that failed at once
+    assert isinstance(info.value.__cause__, distributed.PeerLost) == (cfg is None), repr(info.value.__cause__)
     assert not torch.distributed.is_initialized()
     assert _workers(os.getpid()) == []  # rank 1 exited (and was waited for)
 
@@ -96,7 +103,8 @@ def test_two_processes_train_what_one_process_with_twice_the_batch_trains(tiny_b
     assert two.data.params["train.num_processes"] == "2"
 
     client = store()
-    loss_one, loss_two = _history(client, one.info.run_id, "train_loss"), _history(client, two.info.run_id, "train_loss")
+    loss_one = _history(client, one.info.run_id, "train_loss")
+    loss_two = _history(client, two.info.run_id, "train_loss")
     assert [s for s, _ in loss_two] == list(range(1, 13))  # 2 epochs of 6 steps, each step logged once (rank 0)
     assert [s for s, _ in loss_one] == [s for s, _ in loss_two]
     for (step, a), (_, b) in zip(loss_one, loss_two):
@@ -188,7 +196,8 @@ def test_sigterm_stops_every_rank_and_a_resumed_run_equals_an_uninterrupted_one(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["serial", "joblib"])
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["serial", "joblib"])
 def test_a_sweep_of_two_process_jobs(launcher, tiny_bert, train, store):
     train("-m", *tiny_bert, *FAST, "train.num_processes=2", "train.batch_size=4", "lora.r=2,4", *launcher)
     runs = all_runs(store())
