@@ -1,5 +1,6 @@
-"""The training loop: AdamW on the trainable (LoRA + head) weights, dynamic padding, eval every epoch,
-checkpoints (sentlab.checkpoints) to resume from, early stopping."""
+"""The training loop: AdamW on the trainable (LoRA + head) weights, length-grouped batches padded to their
+longest example, mixed precision where the hardware is fast at it, eval every epoch, checkpoints
+(sentlab.checkpoints) to resume from, early stopping."""
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device, model=None) -> str:
+    """train.precision=auto: bf16 autocast where bf16 matrix products are fast (CUDA GPUs that support it; CPUs
+    with avx512_bf16 or AMX), else fp32. A bitsandbytes-quantized base on CPU computes in fp32, measured fastest
+    there (docs/benchmarks/seq_cls_speed.md). Any other value is taken as it is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return "fp32"
+    fast_bf16 = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return "bf16" if fast_bf16 else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
-    """Mixed precision for the forward pass; fp32 runs as is."""
+    """Mixed precision for the forward pass (`precision` as resolve_precision gives it); fp32 runs as is."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -53,17 +68,18 @@ class Evaluation:
         return {"loss": self.loss, **classification_metrics(self.labels, self.preds, label_names)}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluation:
     """Loss and label log-probabilities on encoded `features`."""
     model.eval()
+    precision = resolve_precision(train_cfg.precision, device, model)
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
     loader = DataLoader(features.select(order), batch_size=train_cfg.eval_batch_size, collate_fn=head.collate)
     losses, log_probs, labels = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         batch = to_device(batch, device)
-        with autocast(device, train_cfg.precision):
+        with autocast(device, precision):
             loss, scores = head.evaluate_batch(model, batch)
         losses.append(loss.item() * len(scores))
         log_probs.append(scores.float().cpu().numpy())
@@ -73,16 +89,31 @@ def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluatio
     return Evaluation(sum(losses) / len(labels), log_probs[inverse], labels[inverse])
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The train examples' order in `epoch`: a permutation fixed by (seed, epoch), so that a resumed run trains
-    the rest of an epoch on exactly the batches an uninterrupted one would."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+MEGABATCH = 50  # batches sorted by length together (as in transformers' LengthGroupedSampler)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The epoch's batches, each a list of example indices, fixed by (seed, epoch)."""
-    order = epoch_order(n, seed, epoch)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True
+                  ) -> list[list[int]]:
+    """The train batches of `epoch` (lists of example indices), every example once, fixed by (seed, epoch): a
+    resumed run trains the rest of an epoch on exactly the batches an uninterrupted one would.
+
+    A seeded shuffle, cut into batches; grouped by length, each run of MEGABATCH batches of the shuffle is
+    sorted by length before it is cut, and the batches are then shuffled: a batch holds examples of about one
+    length (so little padding) while what it holds and when it comes stay random. The batch with the longest
+    example comes first, so that a run too big for memory fails at its first step, not hours in.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    for start in range(0, len(order), batch_size * MEGABATCH):
+        chunk = sorted(order[start:start + batch_size * MEGABATCH], key=lengths.__getitem__)  # stable: ties stay shuffled
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches.insert(0, batches.pop(longest))
+    return batches
 
 
 @dataclass
@@ -112,7 +143,7 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
 
     In a process group (train.num_processes > 1, sentlab.distributed) every rank calls fit: the epoch's global
     batches of batch_size * N examples are cut into one shard per rank, DDP averages the gradients, the loss
-    logged is the global batch's; only rank 0 validates, logs and writes checkpoints, and rank 0's checkpoint
+    logged is the global batches'; only rank 0 validates, logs and writes checkpoints, and rank 0's checkpoint
     holds every rank's RNG states. `val_features` and `log_metrics` matter on rank 0 only.
     """
     from transformers import get_scheduler
@@ -121,7 +152,9 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
     global_batch = train_cfg.batch_size * world  # train.batch_size is per process
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(trainable.values(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    n_batches = math.ceil(len(train_features) / global_batch)
+    precision = resolve_precision(train_cfg.precision, device, model)
+    lengths = [len(ids) for ids in train_features["input_ids"]]
+    n_batches = math.ceil(len(lengths) / global_batch)
     total_steps = math.ceil(n_batches / train_cfg.grad_accum) * train_cfg.epochs
     scheduler = get_scheduler(
         train_cfg.scheduler, optimizer, int(train_cfg.warmup_ratio * total_steps), total_steps
@@ -150,14 +183,13 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
             checkpoints.save({**state, "rng_ranks": rng_ranks} if rng_ranks else state, progress.step)
 
-    def agree(value: float = 0.0) -> tuple[float, int | None]:
-        """The sum of the ranks' `value`s, and the stop signal that reached any rank (or None): every rank
-        decides on this agreed signal, never on its own flag, which a signal can set at any moment."""
+    def agreed_stop() -> int | None:
+        """The stop signal that reached any rank (or None): every rank decides on this agreed signal, never on
+        its own flag, which a signal can set at any moment. One collective with N ranks; none with one."""
         signum = (checkpoints.stop_signal if checkpoints else None) or 0
-        if world == 1:
-            return value, signum or None
-        rows = distributed.gather([value, signum])
-        return rows[:, 0].sum().item(), int(rows[:, 1].max()) or None
+        if world > 1:
+            signum = int(distributed.gather([signum])[:, 0].max())
+        return signum or None
 
     def stop_if_asked(signum: int | None):
         if signum:
@@ -166,38 +198,46 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
     while progress.epoch <= train_cfg.epochs and progress.stopped_epoch is None:
         epoch = progress.epoch
         model.train()
-        batches = epoch_batches(len(train_features), global_batch, train_cfg.seed, epoch)[progress.batch:]
-        shards = [distributed.shard(b) for b in batches]  # this rank's part of each, and its loss factor
+        batches = epoch_batches(lengths, global_batch, train_cfg.seed, epoch, train_cfg.group_by_length)
+        shards = [distributed.shard(b) for b in batches[progress.batch:]]  # this rank's part of each, its factor
         # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
         loader = DataLoader(train_features, batch_sampler=[mine for mine, _ in shards], collate_fn=head.collate,
                             generator=torch.Generator())
         # One bar per epoch, in examples of all ranks (its rate is examples/s); None: off when not a terminal.
-        bar = tqdm(total=len(train_features), initial=len(train_features) - sum(map(len, batches)),
+        bar = tqdm(total=len(lengths), initial=sum(map(len, batches[:progress.batch])),
                    desc=f"epoch {epoch}/{train_cfg.epochs}", unit="ex", disable=None if rank == 0 else True)
-        for i, (batch, (_, factor), whole) in enumerate(zip(loader, shards, batches), start=progress.batch):
-            with autocast(device, train_cfg.precision):
+        # The loss is summed on the device and read every log_every steps: reading it each step would make the
+        # host wait for the device (a sync per step on a GPU).
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+        # With N ranks, each adds its shard's loss times its factor: their sum over ranks / N is the global batch's.
+        for i, (batch, (_, factor)) in enumerate(zip(loader, shards), start=progress.batch):
+            with autocast(device, precision):
                 loss = head.loss(ddp_model, to_device(batch, device))
-            if not torch.isfinite(loss):
-                bar.close()
-                raise RunError(
-                    f"train loss is {loss.item()} at epoch {epoch}, batch {i}: lower train.lr "
-                    f"(now {train_cfg.lr}) or use train.precision=fp32"
-                )
             (loss * factor / train_cfg.grad_accum).backward()
-            bar.update(len(whole))
+            loss_sum += loss.detach().float() * factor
+            loss_count += 1
+            bar.update(len(batches[i]))
             seen += len(batch["labels"]) if factor else 0
             if (i + 1) % train_cfg.grad_accum and i + 1 < n_batches:
                 continue
-            # the global batch's loss: the mean of its shards' losses, weighted by their sizes
-            step_loss, stop = agree(loss.item() * factor / world)
             torch.nn.utils.clip_grad_norm_(trainable.values(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.batch, progress.step = i + 1, progress.step + 1
-            bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
-            if progress.step % train_cfg.log_every == 0 and rank == 0:
-                log_metrics({"train_loss": step_loss, "lr": scheduler.get_last_lr()[0]}, progress.step)
+            stop = agreed_stop()
+            if progress.step % train_cfg.log_every == 0 or i + 1 == n_batches:  # on every rank at once
+                mean_loss = distributed.gather([loss_sum.item()])[:, 0].sum().item() / world / loss_count
+                if not math.isfinite(mean_loss):
+                    bar.close()
+                    raise RunError(
+                        f"train loss is {mean_loss} at epoch {epoch}, step {progress.step}: lower train.lr "
+                        f"(now {train_cfg.lr}) or use train.precision=fp32"
+                    )
+                if progress.step % train_cfg.log_every == 0 and rank == 0:
+                    log_metrics({"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]}, progress.step)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+                loss_sum, loss_count = torch.zeros((), device=device), 0
             if checkpoints and (checkpoints.due(progress.step) or stop):
                 checkpoint()
                 bar.close()
@@ -211,7 +251,7 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
             log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
             _judge(progress, epoch, val, model, train_cfg, log_metrics)
         progress.stopped_epoch = distributed.broadcast(progress.stopped_epoch)  # rank 0's early stop, for all
-        _, stop = agree()
+        stop = agreed_stop()
         checkpoint()  # the epoch's end: a resumed run goes on with the next epoch
         stop_if_asked(stop)
 
