@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from sentlab import adapters, backbones, checkpoints, console, mlflow_model, quant, tracking
+from sentlab import adapters, backbones, checkpoints, console, mlflow_model, quant, study, tracking
 from sentlab.config import validate
 from sentlab.data import load_data
 from sentlab.errors import ConfigError
@@ -117,7 +117,9 @@ def _resume(cfg, overrides: list[str], hydra_dir: str | None) -> dict:
                           f"and infrastructure keys only)")
     with tempfile.TemporaryDirectory() as tmp:
         logged = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
-    logged = OmegaConf.merge(logged, {"runs_dir": cfg.runs_dir, "tracking": cfg.tracking, "resume": run_id})
+    # Resumed on its own, a trial's run reports to no study (rerun the sweep's command to resume it as its trial).
+    logged = OmegaConf.merge(logged, {"runs_dir": cfg.runs_dir, "tracking": cfg.tracking, "resume": run_id,
+                                      "trial": None})
     return _run(logged, run.data.tags.get("sentlab.overrides", "").split(), None, hydra_dir, resume_run=run)
 
 
@@ -160,6 +162,8 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
         "sentlab.data": cfg.data.name,
         "sentlab.quant": cfg.quant.name,
     }
+    if cfg.get("trial"):  # a trial of an Optuna sweep: its number in the study
+        tags["sentlab.trial"] = str(cfg.trial.number)
     if cfg.train.epochs == 0:
         tags["sentlab.zero_shot"] = "true"  # the untrained model: the baseline a sweep compares against
     if fallback := quant.fallback_tag(cfg.quant, quantization):
@@ -190,6 +194,10 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
             _log_config(cfg, data, hydra_dir)
         result = _train_and_log(cfg, data, head, tokenizer, quantization, device, saved)
         status = "FINISHED"
+    except study.Pruned as pruned:  # its Optuna trial was stopped early, for good: KILLED, and never resumed
+        status, result = "KILLED", {"val": pruned.val, "test": None, "pruned_epoch": pruned.epoch}
+        tracking.mlflow.set_tag("sentlab.pruned", f"after epoch {pruned.epoch} of {cfg.train.epochs}")
+        tracking.mlflow.log_metric("pruned_epoch", pruned.epoch)
     except checkpoints.Stopped as stop:
         status, stop.command = "KILLED", _resume_command(cfg, run_id, sweep)
         tracking.mlflow.set_tag("sentlab.resume_command", stop.command)
@@ -288,9 +296,11 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
         features = {split: head.encode(rows) for split, rows in data.splits.items()}
         kept = {"epoch": 0, "val": None, "train_time_s": 0.0}
         if cfg.train.epochs > 0:
+            trial = cfg.get("trial")  # an Optuna trial: reports each epoch, may be pruned (raises study.Pruned)
             kept = fit(
                 model, head, features["train"], features["val"], cfg.train, device, data.label_names,
                 log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step), checkpoints=saved,
+                after_epoch=study.epoch_hook(trial, cfg.train, mlflow.active_run().info.run_id) if trial else None,
             )
     train_time = kept["train_time_s"]
     mlflow.log_metrics({"train_time_s": train_time, "kept_epoch": kept["epoch"]})

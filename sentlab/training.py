@@ -94,14 +94,15 @@ class Progress:
 
 
 def fit(model, head, train_features, val_features, train_cfg, device, label_names, log_metrics,
-        checkpoints: Checkpoints | None = None) -> dict:
+        checkpoints: Checkpoints | None = None, after_epoch=None) -> dict:
     """Train for train_cfg.epochs (fewer with train.patience); returns the kept epoch, its validation metrics and
     the training time (`epoch`, `val`, `train_time_s`).
 
     `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and val_*
     metrics after each evaluated epoch (step = epoch). With `checkpoints`, training starts from the latest
     checkpoint there, if any, saves one when due and at each epoch's end, and on a stop signal saves one and
-    raises Stopped.
+    raises Stopped. `after_epoch(epoch, val)`, if given, runs after each evaluated epoch and may raise to end
+    training there (sentlab.study.Pruned: an Optuna trial that its study's pruner stops).
     """
     from transformers import get_scheduler
 
@@ -175,6 +176,8 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
             log_metrics({f"val_{k}": v for k, v in val.items()}, epoch)
             log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
             _judge(progress, epoch, val, model, train_cfg, log_metrics)
+            if after_epoch:
+                after_epoch(epoch, val)
         checkpoint()  # the epoch's end: a resumed run goes on with the next epoch
         stop_if_asked()
 
