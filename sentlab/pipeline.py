@@ -53,6 +53,8 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
             except Exception:  # an unresolvable interpolation: the error says which
                 params = {}
             tags = {"sentlab.config_hash": config_hash, "sentlab.overrides": " ".join(overrides)}
+            if cfg.get("trial"):
+                tags["sentlab.trial"] = str(cfg.trial.number)
             name = tracking.run_name(list(overrides), cfg, sweep)
             tracking.failed_run(experiment_id, name, parent, tags, params, err)
             raise
