@@ -26,6 +26,17 @@ class Pruned(Exception):
         self.epoch, self.val = epoch, val
 
 
+def load_optuna():
+    """The optuna module, its own console handler off: its warnings reach sentlab's console and the run's log like
+    any library's, its INFO lines ("Trial 3 finished ...") nowhere (sentlab says what happened in its own words)."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
 def build(spec: dict | None, setting: str, base: type, example: str):
     """An Optuna sampler or pruner from its config (`_target_` and arguments); None for none. A target that is not
     one, or bad arguments, raise ConfigError naming `setting`."""
@@ -59,7 +70,7 @@ def trial(study, storage, number: int):
 def epoch_hook(trial_cfg, train_cfg, run_id: str | None = None):
     """What training.fit calls after each evaluated epoch: report val_<select_metric> to the trial, and raise Pruned
     when the study's pruner stops it. Never after the last epoch: a trial that trained to the end is complete."""
-    import optuna
+    optuna = load_optuna()
 
     storage = optuna.storages.RDBStorage(trial_cfg.storage)
     study = optuna.load_study(study_name=trial_cfg.study, storage=storage)

@@ -107,12 +107,11 @@ def study_url(config) -> str:
 def open_study(config, arguments: list[str]):
     """(study, storage, search space, fixed overrides): the sweep's study, created or, for the same sweep again, loaded,
     with its sampler and pruner. A bad setting raises ConfigError."""
-    import optuna
-
     from sentlab import study as studies
     from sentlab.errors import ConfigError
     from sentlab.sweep import sweep_id
 
+    optuna = studies.load_optuna()
     settings = config.hydra.sweeper
     if settings.direction not in ("maximize", "minimize"):
         raise ConfigError(f"hydra.sweeper.direction: unknown value {settings.direction!r} (maximize or minimize)")
