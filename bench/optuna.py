@@ -1,11 +1,12 @@
 """A pruned Optuna study against a full one: trials, epochs trained, wall time, best validation metric.
 
-    python -m bench.optuna            # about 10 minutes on 2 idle CPU cores; writes docs/benchmarks/optuna.md
+    python -m bench.optuna            # MiniLM: about 10 minutes on 2 idle CPU cores; writes docs/benchmarks/optuna.md
+    python -m bench.optuna --tiny     # a tiny random BERT instead (the tests' model): for a busy machine
 
-Two studies of the preset `sweep=optuna` (TPE with seed 42 over lr, LoRA rank and dropout), 12 trials each, of
-MiniLM on a slice of the demo data (120 train rows, 90 val rows, 4 epochs), each in a fresh store: one with the preset's median
-pruner (n_startup_trials 5, n_warmup_steps 2), one without a pruner. Both start from the same sampler seed, so their
-first trials are the same; they part once the pruner stops a trial (TPE then learns from a shorter curve).
+Two studies of the preset `sweep=optuna` (TPE with seed 42 over lr, LoRA rank and dropout), 12 trials each, on the
+demo data (4 epochs a trial), each in a fresh store: one with the preset's median pruner (n_startup_trials 5,
+n_warmup_steps 2), one without a pruner. TPE draws its first 10 trials at random from the seed, so both studies try
+the same 10 settings (the pruned one stops some of them early); the last 2 are TPE's picks, which differ.
 """
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", 
 TRIALS = 12
 SWEEP = ["-m", "sweep=optuna", f"hydra.sweeper.n_trials={TRIALS}", "train.epochs=4", "data.max_samples.train=120",
          "data.max_samples.val=90", "train.max_length=48"]
+MODELS = {"minilm": "MiniLM-L6 (22.7M parameters, pretrained)", "tiny": "a tiny random BERT (hidden 64, 2 layers)"}
 STUDIES = {"full (no pruner)": ["hydra.sweeper.pruner=null"], "pruned (median pruner)": []}
+
+
+def tiny_model(folder: Path) -> list[str]:
+    """The tests' tiny random BERT (MiniLM's tokenizer), built into `folder`: the overrides that select it."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import _build
+
+    return [f"backbone.source={_build('bert', folder)}"]
 
 
 def run_study(extra: list[str], runs_dir: str) -> dict:
@@ -62,11 +72,16 @@ def _params(params: dict) -> str:
 
 
 def main() -> None:
+    model = "tiny" if "--tiny" in sys.argv else "minilm"
     results = {}
-    for name, extra in STUDIES.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            results[name] = run_study(extra, tmp)
-            print(name, {k: v for k, v in results[name].items() if k != "trials"}, flush=True)
+    with tempfile.TemporaryDirectory() as models:
+        chosen = tiny_model(Path(models) / "tiny_bert") if model == "tiny" else []
+        for name, extra in STUDIES.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                results[name] = run_study([*chosen, *extra], tmp)
+                print(name, {k: v for k, v in results[name].items() if k != "trials"}, flush=True)
+    flag = " --tiny" if model == "tiny" else ""
+    shown = [*SWEEP, *(["backbone.source=TINY_BERT"] if model == "tiny" else [])]
     full, pruned = results.values()
     rows = "\n".join(
         f"| {name} | {r['complete']} | {r['pruned']} | {r['failed']} | {r['epochs']} of {TRIALS * 4} | "
@@ -80,15 +95,16 @@ def main() -> None:
     )
     OUT.write_text(f"""# Optuna: a pruned study against a full one
 
-Command: `python -m bench.optuna` (`make bench`), which runs each of
+Command: `python -m bench.optuna{flag}` (`make bench` runs it without `--tiny`, on MiniLM), which runs each of
 
 ```
-python -m sentlab.train {' '.join(SWEEP)} hydra.sweeper.pruner=null   # full
-python -m sentlab.train {' '.join(SWEEP)}                             # pruned
+python -m sentlab.train {' '.join(shown)} hydra.sweeper.pruner=null   # full
+python -m sentlab.train {' '.join(shown)}                             # pruned
 ```
 
 in a fresh store, on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}:
-MiniLM + LoRA on 120 train rows of the demo data (90 val, 120 test; texts cut to 48 tokens), 4 epochs a trial, the preset's search space
+{MODELS[model]} + LoRA on 120 train rows of the demo data (90 val, 120 test; texts cut to 48 tokens), 4 epochs a
+trial, the preset's search space
 (lr log 5e-5..5e-3, r 4/8/16/32, dropout 0..0.3) and TPE sampler (seed 42). The pruned study uses the preset's
 median pruner: after 5 finished trials, a trial whose best val_f1_macro so far is below the median of the finished
 trials' at the same epoch stops there, from epoch 2 on.
@@ -108,8 +124,9 @@ The pruned study's trials (best val_f1_macro over the epochs it trained):
 |---|---|---|---|
 {trials}
 
-Both studies draw their first trials from the same seed; once the pruner stops one, TPE learns from a shorter curve
-and the two part. With 12 trials and 5 startup trials the pruner judges 7; on longer studies it judges a larger share.
+TPE draws its first 10 trials at random from the seed: both studies try the same 10 settings, the pruned one stopping
+some of them early; trials 10 and 11 are TPE's picks, which differ. With 12 trials and 5 startup trials the pruner
+judges 7; on longer studies it judges a larger share.
 """)
     print(OUT.read_text())
 

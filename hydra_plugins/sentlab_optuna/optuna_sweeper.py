@@ -56,12 +56,14 @@ class OptunaSweeper(Sweeper):
         settings = self.config.hydra.sweeper
         study, storage, space, fixed = open_study(self.config, arguments)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        interrupted = [studies.trial(study, storage, t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # left by a sweep that was stopped
+        interrupted = [studies.trial(study, storage, t.number) for t in running]
         to_go = max(0, settings.n_trials - done)
         log.info(f"optuna: study {study.study_name} ({study_url(self.config)}): {done} of {settings.n_trials} trials "
                  f"done" + (f", {len(interrupted)} interrupted to run again" if interrupted else ""))
         while to_go > 0:
-            batch = [interrupted.pop(0) if interrupted else study.ask(space) for _ in range(min(settings.n_jobs, to_go))]
+            size = min(settings.n_jobs, to_go)
+            batch = [interrupted.pop(0) if interrupted else study.ask(space) for _ in range(size)]
             jobs = [(*fixed, *(f"{k}={v}" for k, v in t.params.items()), self._trial_override(study, t)) for t in batch]
             returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
@@ -176,8 +178,8 @@ def search_space(params, arguments: list[str]) -> tuple[dict, list[str]]:
         else:
             space[key] = CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
     if not space:
-        raise ConfigError("hydra.sweeper.params: the search space is empty (give it keys, e.g. "
-                          "train.lr: tag(log, interval(1e-4, 1e-2)), or a sweep on the command line: 'lora.r=choice(4,8)')")
+        raise ConfigError("hydra.sweeper.params: the search space is empty (give it keys, e.g. train.lr: "
+                          "tag(log, interval(1e-4, 1e-2)), or a sweep on the command line: 'lora.r=choice(4,8)')")
     return space, list(fixed.values())
 
 
