@@ -80,11 +80,13 @@ def test_pruned_trials_and_a_rerun_that_continues_the_study(tiny_models, train, 
     assert interrupted in {int(r.data.tags["sentlab.trial"]) for r in children2}
     finished2, pruned2 = _check_trials(store(), children2, study)
     assert (finished2 + pruned2, parent2.data.metrics["sweep_pruned"]) == (6, pruned2)
-    assert "sweep: continuing MLflow parent run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sweep: continuing MLflow parent run" in out and "4 of 6 trials done, 1 interrupted to run again" in out
 
     # Once it has its trials, the same command again adds none.
     train(*args, "hydra.sweeper.n_trials=6")
     assert len(_sweep(all_runs(store()))[1]) == 6 and len(_study(runs_dir).trials) == 6
+    assert "6 of 6 trials done" in capsys.readouterr().out
 
 
 def test_joblib_workers_report_to_the_stored_study(tiny_models, train, store, runs_dir):

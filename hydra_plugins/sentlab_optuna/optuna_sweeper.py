@@ -18,7 +18,6 @@ The shape of hydra-optuna-sweeper (which pins optuna 2.10): each search-space ov
 """
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"  # in the sweep's folder, as hydra-optuna-sweeper wrote it
 
 
@@ -59,8 +57,8 @@ class OptunaSweeper(Sweeper):
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # left by a sweep that was stopped
         interrupted = [studies.trial(study, storage, t.number) for t in running]
         to_go = max(0, settings.n_trials - done)
-        log.info(f"optuna: study {study.study_name} ({study_url(self.config)}): {done} of {settings.n_trials} trials "
-                 f"done" + (f", {len(interrupted)} interrupted to run again" if interrupted else ""))
+        print(f"optuna: study {study.study_name} in {study_url(self.config)}: {done} of {settings.n_trials} trials "
+              f"done" + (f", {len(interrupted)} interrupted to run again" if interrupted else ""))
         while to_go > 0:
             size = min(settings.n_jobs, to_go)
             batch = [interrupted.pop(0) if interrupted else study.ask(space) for _ in range(size)]
