@@ -83,9 +83,11 @@ def _reuse(done, cfg, overrides, sweep: dict, experiment_id: str, config_hash: s
         log.info(f"skip: {done.info.run_name!r} already FINISHED in this sweep (force=true reruns it)")
         return _result(done)
     name = tracking.run_name(list(overrides), cfg, sweep)
-    own = ("sentlab.host", "sentlab.pid", "sentlab.resume_command")  # about that run's process, not its results
+    own = ("sentlab.host", "sentlab.pid", "sentlab.resume_command", "sentlab.trial")  # that run's, not its results'
     tags = {k: v for k, v in done.data.tags.items() if k.startswith("sentlab.") and k not in own}
     tags["sentlab.overrides"] = " ".join(overrides)
+    if cfg.get("trial"):
+        tags["sentlab.trial"] = str(cfg.trial.number)
     run_id = tracking.reuse_run(experiment_id, name, parent, tags, done)
     log.info(f"reuse: {name!r} already FINISHED as run {done.info.run_id}: child run {run_id} carries its results "
              f"(force=true reruns it)")

@@ -47,7 +47,10 @@ class SweepCallback(Callback):
         from sentlab.errors import ConfigError
 
         console.quiet_dependencies()
-        sweeper = get_class(config.hydra.sweeper._target_)
+        try:
+            sweeper = get_class(config.hydra.sweeper._target_)
+        except Exception:  # a sweeper that cannot be loaded: Hydra says so when it instantiates it
+            sweeper = None
         if hasattr(sweeper, "check"):  # a sweeper that can check its settings (sentlab's Optuna sweeper) does it
             try:                       # here, before the sweep's parent run exists: bad input leaves no run behind
                 sweeper.check(config)
@@ -110,8 +113,8 @@ class SweepCallback(Callback):
 
 def summarize(parent_run_id: str, select_metric: str) -> dict:
     """Finished, reused, pruned (an Optuna trial stopped early: KILLED with tag `sentlab.pruned`, not a failure) and
-    failed jobs of a sweep and its best run by the validation metric (among the finished and reused). A job is its config
-    (tag `sentlab.config_hash`): when a rerun of the sweep ran it again, its latest child run counts.
+    failed jobs of a sweep and its best run by the validation metric (among the finished and reused). A job is its
+    config (tag `sentlab.config_hash`): when a rerun of the sweep ran it again, its latest child run counts.
 
     A child still RUNNING when the sweep ends lost its process (killed, e.g. out of memory): it is marked KILLED,
     and the next run of the sweep resumes it from its last checkpoint.
