@@ -71,7 +71,6 @@ def epoch_hook(trial_cfg, train_cfg, run_id: str | None = None):
     """What training.fit calls after each evaluated epoch: report val_<select_metric> to the trial, and raise Pruned
     when the study's pruner stops it. Never after the last epoch: a trial that trained to the end is complete."""
     optuna = load_optuna()
-
     storage = optuna.storages.RDBStorage(trial_cfg.storage)
     study = optuna.load_study(study_name=trial_cfg.study, storage=storage)
     study.pruner = build(study.user_attrs.get(PRUNER_ATTR), "hydra.sweeper.pruner", optuna.pruners.BasePruner,
