@@ -56,6 +56,8 @@ class Evaluation:
 def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluation:
     """Loss and label log-probabilities on encoded `features`."""
     model.eval()
+    with autocast(device, train_cfg.precision):
+        head.start_evaluation(model, device)  # e.g. contextual calibration's content-free scores
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
     loader = DataLoader(features.select(order), batch_size=train_cfg.eval_batch_size, collate_fn=head.collate)
