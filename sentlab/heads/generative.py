@@ -1,7 +1,7 @@
 """Generative head: a causal LM reads a prompt and the label word that follows it is the prediction.
 
     prompt  = head.template with {text} filled in       e.g. "Tweet: great day\\nSentiment:"
-    target  = head.label_prefix + a label word          e.g. " positive"
+    target  = label prefix + a label word               e.g. " positive"
 
 Training is the causal-LM loss on the label word's tokens only (the prompt is masked). Prediction
 scores every label word in one batched forward pass and takes the best; there is no free
@@ -64,7 +64,12 @@ class GenerativeHead(Head):
         self.content_free = list(cfg.head.get("content_free", CONTENT_FREE))
         self.content_free_probs = None  # [K] label probabilities of the content-free inputs (last evaluation)
         self.label_words = list(data.label_words)
-        self.label_ids = label_token_ids(tokenizer, self.suffix, cfg.head.label_prefix, self.label_words)
+        # Before each word: a space after a plain prompt (GPT-style word tokens); nothing at the start of the
+        # assistant's turn of a chat template. head.label_prefix set (not null) overrides both.
+        self.label_prefix = cfg.head.get("label_prefix")
+        if self.label_prefix is None:
+            self.label_prefix = "" if self.chat_template else " "
+        self.label_ids = label_token_ids(tokenizer, self.suffix, self.label_prefix, self.label_words)
         self.single_token = all(len(ids) == 1 for ids in self.label_ids)
         # [K, n_max] label tokens (right-padded with the pad id) and their lengths.
         n_max = max(len(ids) for ids in self.label_ids)
