@@ -224,6 +224,17 @@ def test_smollm2_converts_once_and_classifies(tmp_path):
         _, scores = head.evaluate_batch(model, head.collate(features))
     assert scores.argmax(dim=1).tolist() == [1, 0]
 
+    # Through its chat template: the prompt carries the template's tokens, the words open the answer.
+    chat = GenerativeHead(OmegaConf.merge(cfg, {"head": {"chat_template": True, "label_prefix": None}}), tokenizer, data)
+    ids = chat.prompt_ids(texts)
+    start, end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert ids[0].count(start) == 3 and ids[0].count(end) == 2  # system, user, then the assistant's turn
+    assert tokenizer.decode(ids[0]).endswith("<|im_start|>assistant\n")
+    assert chat.label_ids == [tokenizer(w, add_special_tokens=False)["input_ids"] for w in ("negative", "positive")]
+    with torch.no_grad():
+        _, scores = chat.evaluate_batch(model, chat.collate([{"input_ids": i, "label": 0} for i in ids]))
+    assert scores.argmax(dim=1).tolist() == [1, 0]
+
 
 # -- fast scoring, chat template, contextual calibration ------------------------------------------------------
 
