@@ -390,7 +390,7 @@ def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: li
           for d in dtypes["median"]),
         "",
         f"**{dtypes['faster']} is {max(dtypes['median'].values()) / min(dtypes['median'].values()):.2f}x faster** here;"
-        " the 4-bit rows below use it.",
+        (" the 4-bit rows below use it." if accuracy else " (part 3 was not run with it: see there)."),
         "",
         "## 3. SST-2 dev accuracy: zero-shot and after LoRA",
         "",
