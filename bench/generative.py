@@ -389,8 +389,8 @@ def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: li
         *(f"| {d} | {dtypes['median'][d]:.2f} | {', '.join(f'{t:.2f}' for t in dtypes['times'][d])} |"
           for d in dtypes["median"]),
         "",
-        f"**{dtypes['faster']} is {max(dtypes['median'].values()) / min(dtypes['median'].values()):.2f}x faster** here;"
-        (" the 4-bit rows below use it." if accuracy else " (part 3 was not run with it: see there)."),
+        f"**{dtypes['faster']} is {max(dtypes['median'].values()) / min(dtypes['median'].values()):.2f}x faster** here"
+        + ("; the 4-bit rows below use it." if accuracy else " (part 3 was not run with it: see there)."),
         "",
         "## 3. SST-2 dev accuracy: zero-shot and after LoRA",
         "",
