@@ -14,6 +14,7 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def main():
@@ -45,7 +46,7 @@ def main():
         rotary_pct=0.25, max_position_embeddings=2048, eos_token_id=0, bos_token_id=0, tie_word_embeddings=False,
     )
     words = ["negative", "positive"]
-    vocab = {"<|endoftext|>": 0, **{f"Ġ{w}": i + 1 for i, w in enumerate(words)}, **{f"w{i}": 10 + i for i in range(50000)}}
+    vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(words)}, **{f"w{i}": 10 + i for i in range(50000)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
@@ -63,13 +64,12 @@ def main():
     model = adapters.add_lora(model, lora, "CAUSAL_LM")
     load_mb = torch.cuda.max_memory_allocated() / 2**20
 
-    cfg = OmegaConf.create({
-        "head": {"template": "{text}", "label_prefix": " ", "add_bos": False},
-        "train": {"max_length": args.length, "epochs": 1, "lr": 2e-4, "batch_size": args.batch, "grad_accum": 1,
-                  "weight_decay": 0.0, "warmup_ratio": 0.0, "scheduler": "constant", "log_every": 50,
-                  "eval_every_epoch": False, "keep": "last", "select_metric": "accuracy", "eval_batch_size": 16,
-                  "seed": 0, "precision": "bf16"},
-    })
+    train = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml")  # every key fit reads
+    train = OmegaConf.merge(train, {
+        "max_length": args.length, "epochs": 1, "lr": 2e-4, "batch_size": args.batch, "weight_decay": 0.0,
+        "warmup_ratio": 0.0, "scheduler": "constant", "log_every": 50, "eval_every_epoch": False, "keep": "last",
+        "select_metric": "accuracy", "eval_batch_size": 16, "seed": 0, "precision": "bf16"})
+    cfg = OmegaConf.create({"head": {"template": "{text}", "label_prefix": " ", "add_bos": False}, "train": train})
     data = type("D", (), {"label_names": words, "label_words": words})()
     head = GenerativeHead(cfg, tokenizer, data)
     n = args.steps * args.batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sentlab.errors import ConfigError
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SELECT_METRICS = ("accuracy", "f1_macro", "recall_macro", "precision_macro")  # higher is better
 
 

@@ -18,7 +18,7 @@ from sentlab.data import load_data
 from sentlab.errors import ConfigError
 from sentlab.heads import head_class, make_head
 from sentlab.metrics import confusion, metrics_table, plot_confusion
-from sentlab.training import evaluate, fit, pick_device
+from sentlab.training import evaluate, fit, pick_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +280,11 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
         model = load_model(cfg, head, tokenizer, quantization, device)
         counts = adapters.parameter_counts(model)
         mlflow.log_metrics(counts)
+        precision = resolve_precision(cfg.train.precision, device, model)
+        mlflow.log_param("precision_used", precision)  # what train.precision=auto chose here
         log.info(
             f"model {cfg.backbone.name} ({cfg.backbone.source}): {counts['trainable_params']:,} trainable of "
-            f"{counts['total_params']:,} parameters ({counts['trainable_pct']:.3f}%), on {device.type}"
+            f"{counts['total_params']:,} parameters ({counts['trainable_pct']:.3f}%), on {device.type} in {precision}"
         )
 
         features = {split: head.encode(rows) for split, rows in data.splits.items()}

@@ -1,5 +1,6 @@
-"""The training loop: AdamW on the trainable (LoRA + head) weights, dynamic padding, eval every epoch,
-checkpoints (sentlab.checkpoints) to resume from, early stopping."""
+"""The training loop: AdamW on the trainable (LoRA + head) weights, length-grouped batches padded to their
+longest example, mixed precision where the hardware is fast at it, eval every epoch, checkpoints
+(sentlab.checkpoints) to resume from, early stopping."""
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device, model=None) -> str:
+    """train.precision=auto: bf16 autocast where bf16 matrix products are fast (CUDA GPUs that support it; CPUs
+    with avx512_bf16 or AMX), else fp32. A bitsandbytes-quantized base on CPU computes in fp32, measured fastest
+    there (docs/benchmarks/seq_cls_speed.md). Any other value is taken as it is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return "fp32"
+    fast_bf16 = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return "bf16" if fast_bf16 else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
-    """Mixed precision for the forward pass; fp32 runs as is."""
+    """Mixed precision for the forward pass (`precision` as resolve_precision gives it); fp32 runs as is."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -52,11 +67,12 @@ class Evaluation:
         return {"loss": self.loss, **classification_metrics(self.labels, self.preds, label_names)}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluation:
     """Loss and label log-probabilities on encoded `features`."""
     model.eval()
-    with autocast(device, train_cfg.precision):
+    precision = resolve_precision(train_cfg.precision, device, model)
+    with autocast(device, precision):
         head.start_evaluation(model, device)  # e.g. contextual calibration's content-free scores
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
@@ -64,7 +80,7 @@ def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluatio
     losses, log_probs, labels = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         batch = to_device(batch, device)
-        with autocast(device, train_cfg.precision):
+        with autocast(device, precision):
             loss, scores = head.evaluate_batch(model, batch)
         losses.append(loss.item() * len(scores))
         log_probs.append(scores.float().cpu().numpy())
@@ -74,10 +90,31 @@ def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluatio
     return Evaluation(sum(losses) / len(labels), log_probs[inverse], labels[inverse])
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The train examples' order in `epoch`: a permutation fixed by (seed, epoch), so that a resumed run trains
-    the rest of an epoch on exactly the batches an uninterrupted one would."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+MEGABATCH = 50  # batches sorted by length together (as in transformers' LengthGroupedSampler)
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True
+                  ) -> list[list[int]]:
+    """The train batches of `epoch` (lists of example indices), every example once, fixed by (seed, epoch): a
+    resumed run trains the rest of an epoch on exactly the batches an uninterrupted one would.
+
+    A seeded shuffle, cut into batches; grouped by length, each run of MEGABATCH batches of the shuffle is
+    sorted by length before it is cut, and the batches are then shuffled: a batch holds examples of about one
+    length (so little padding) while what it holds and when it comes stay random. The batch with the longest
+    example comes first, so that a run too big for memory fails at its first step, not hours in.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    for start in range(0, len(order), batch_size * MEGABATCH):
+        chunk = sorted(order[start:start + batch_size * MEGABATCH], key=lengths.__getitem__)  # stable: ties stay shuffled
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches.insert(0, batches.pop(longest))
+    return batches
 
 
 @dataclass
@@ -109,7 +146,9 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
 
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(trainable.values(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    n_batches = math.ceil(len(train_features) / train_cfg.batch_size)
+    precision = resolve_precision(train_cfg.precision, device, model)
+    lengths = [len(ids) for ids in train_features["input_ids"]]
+    n_batches = math.ceil(len(lengths) / train_cfg.batch_size)
     total_steps = math.ceil(n_batches / train_cfg.grad_accum) * train_cfg.epochs
     scheduler = get_scheduler(
         train_cfg.scheduler, optimizer, int(train_cfg.warmup_ratio * total_steps), total_steps
@@ -137,23 +176,22 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
     while progress.epoch <= train_cfg.epochs and progress.stopped_epoch is None:
         epoch = progress.epoch
         model.train()
-        order = epoch_order(len(train_features), train_cfg.seed, epoch)[progress.batch * train_cfg.batch_size:]
+        batches = epoch_batches(lengths, train_cfg.batch_size, train_cfg.seed, epoch, train_cfg.group_by_length)
         # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
-        loader = DataLoader(train_features, batch_size=train_cfg.batch_size, sampler=order, collate_fn=head.collate,
+        loader = DataLoader(train_features, batch_sampler=batches[progress.batch:], collate_fn=head.collate,
                             generator=torch.Generator())
         # One bar per epoch, in examples (its rate is examples/s); None: off when not a terminal.
-        bar = tqdm(total=len(train_features), initial=len(train_features) - len(order),
+        bar = tqdm(total=len(lengths), initial=sum(map(len, batches[:progress.batch])),
                    desc=f"epoch {epoch}/{train_cfg.epochs}", unit="ex", disable=None)
+        # The loss is summed on the device and read every log_every steps: reading it each step would make the
+        # host wait for the device (a sync per step on a GPU).
+        loss_sum, loss_count = torch.zeros((), device=device), 0
         for i, batch in enumerate(loader, start=progress.batch):
-            with autocast(device, train_cfg.precision):
+            with autocast(device, precision):
                 loss = head.loss(model, to_device(batch, device))
-            if not torch.isfinite(loss):
-                bar.close()
-                raise RunError(
-                    f"train loss is {loss.item()} at epoch {epoch}, batch {i}: lower train.lr "
-                    f"(now {train_cfg.lr}) or use train.precision=fp32"
-                )
             (loss / train_cfg.grad_accum).backward()
+            loss_sum += loss.detach().float()
+            loss_count += 1
             bar.update(len(batch["labels"]))
             if (i + 1) % train_cfg.grad_accum and i + 1 < n_batches:
                 continue
@@ -162,9 +200,18 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.batch, progress.step = i + 1, progress.step + 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if progress.step % train_cfg.log_every == 0:
-                log_metrics({"train_loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, progress.step)
+            if progress.step % train_cfg.log_every == 0 or i + 1 == n_batches:
+                mean_loss = loss_sum.item() / loss_count
+                if not math.isfinite(mean_loss):
+                    bar.close()
+                    raise RunError(
+                        f"train loss is {mean_loss} at epoch {epoch}, step {progress.step}: lower train.lr "
+                        f"(now {train_cfg.lr}) or use train.precision=fp32"
+                    )
+                if progress.step % train_cfg.log_every == 0:
+                    log_metrics({"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]}, progress.step)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+                loss_sum, loss_count = torch.zeros((), device=device), 0
             if checkpoints and (checkpoints.due(progress.step) or checkpoints.stop_signal):
                 checkpoint()
                 bar.close()
