@@ -319,6 +319,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
         evaluation = evaluate(model, head, features[split], cfg.train, device, desc=split)
         results[split] = evaluation.metrics(data.label_names)
         if split == "test":
+            mlflow.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
             _log_confusion(evaluation, data.label_names)
             _log_predictions(evaluation, data.label_names, "test_predictions.csv")
     mlflow.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})

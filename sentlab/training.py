@@ -72,6 +72,8 @@ def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluatio
     """Loss and label log-probabilities on encoded `features`."""
     model.eval()
     precision = resolve_precision(train_cfg.precision, device, model)
+    with autocast(device, precision):
+        head.start_evaluation(model, device)  # e.g. contextual calibration's content-free scores
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
     loader = DataLoader(features.select(order), batch_size=train_cfg.eval_batch_size, collate_fn=head.collate)
