@@ -62,6 +62,7 @@ bench: install  ## all benchmarks; each writes its results to docs/benchmarks/
 	$(PY) -m bench.demo_data
 	$(PY) -m bench.serving
 	$(PY) -m bench.checkpoints
+	$(PY) -m bench.optuna
 
 clean:  ## delete runs/ (all MLflow runs and Hydra outputs)
 	rm -rf $(RUNS)

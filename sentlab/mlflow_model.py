@@ -172,10 +172,16 @@ def save(classifier: Classifier, folder: Path) -> None:
     classifier.model.save_pretrained(folder)
     classifier.head.tokenizer.save_pretrained(folder)
     if classifier.head.name == "generative":
-        head = classifier.cfg.head
-        info = {"template": head.template.replace("\\n", "\n"), "label_prefix": head.label_prefix,
-                "add_bos": bool(head.add_bos), "label_names": names, "label_words": classifier.head.label_words,
+        head, built = classifier.cfg.head, classifier.head
+        # The template as the model reads it (rendered through the chat template with head.chat_template).
+        info = {"template": built.prefix + "{text}" + built.suffix, "label_prefix": built.label_prefix,
+                "add_bos": bool(head.add_bos), "label_names": names, "label_words": built.label_words,
+                "chat_template": built.chat_template, "calibration": built.calibration,
                 "use": "score each prefix+label word after the filled template; the best one is the label"}
+        if built.calibration == "contextual":
+            info["content_free"] = built.content_free
+            info["use"] += ("; contextual calibration: divide the label probabilities by the mean label "
+                            "probabilities of the content_free texts, renormalize")
         (Path(folder) / "classifier.json").write_text(json.dumps(info, indent=1))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from sentlab import adapters, backbones, checkpoints, console, distributed, mlflow_model, quant, tracking
+from sentlab import adapters, backbones, checkpoints, console, distributed, mlflow_model, quant, study, tracking
 from sentlab.config import validate
 from sentlab.data import load_data
 from sentlab.errors import ConfigError
@@ -54,6 +54,8 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
             except Exception:  # an unresolvable interpolation: the error says which
                 params = {}
             tags = {"sentlab.config_hash": config_hash, "sentlab.overrides": " ".join(overrides)}
+            if cfg.get("trial"):
+                tags["sentlab.trial"] = str(cfg.trial.number)
             name = tracking.run_name(list(overrides), cfg, sweep)
             tracking.failed_run(experiment_id, name, parent, tags, params, err)
             raise
@@ -82,9 +84,11 @@ def _reuse(done, cfg, overrides, sweep: dict, experiment_id: str, config_hash: s
         log.info(f"skip: {done.info.run_name!r} already FINISHED in this sweep (force=true reruns it)")
         return _result(done)
     name = tracking.run_name(list(overrides), cfg, sweep)
-    own = ("sentlab.host", "sentlab.pid", "sentlab.resume_command")  # about that run's process, not its results
+    own = ("sentlab.host", "sentlab.pid", "sentlab.resume_command", "sentlab.trial")  # that run's, not its results'
     tags = {k: v for k, v in done.data.tags.items() if k.startswith("sentlab.") and k not in own}
     tags["sentlab.overrides"] = " ".join(overrides)
+    if cfg.get("trial"):
+        tags["sentlab.trial"] = str(cfg.trial.number)
     run_id = tracking.reuse_run(experiment_id, name, parent, tags, done)
     log.info(f"reuse: {name!r} already FINISHED as run {done.info.run_id}: child run {run_id} carries its results "
              f"(force=true reruns it)")
@@ -116,7 +120,9 @@ def _resume(cfg, overrides: list[str], hydra_dir: str | None) -> dict:
                           f"and infrastructure keys only)")
     with tempfile.TemporaryDirectory() as tmp:
         logged = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
-    logged = OmegaConf.merge(logged, {"runs_dir": cfg.runs_dir, "tracking": cfg.tracking, "resume": run_id})
+    # Resumed on its own, a trial's run reports to no study (rerun the sweep's command to resume it as its trial).
+    logged = OmegaConf.merge(logged, {"runs_dir": cfg.runs_dir, "tracking": cfg.tracking, "resume": run_id,
+                                      "trial": None})
     return _run(logged, run.data.tags.get("sentlab.overrides", "").split(), None, hydra_dir, resume_run=run)
 
 
@@ -159,6 +165,8 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
         "sentlab.data": cfg.data.name,
         "sentlab.quant": cfg.quant.name,
     }
+    if cfg.get("trial"):  # a trial of an Optuna sweep: its number in the study
+        tags["sentlab.trial"] = str(cfg.trial.number)
     if cfg.train.epochs == 0:
         tags["sentlab.zero_shot"] = "true"  # the untrained model: the baseline a sweep compares against
     if fallback := quant.fallback_tag(cfg.quant, quantization):
@@ -189,6 +197,10 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
             _log_config(cfg, data, hydra_dir)
         result = _train_and_log(cfg, data, head, tokenizer, quantization, device, saved)
         status = "FINISHED"
+    except study.Pruned as pruned:  # its Optuna trial was stopped early, for good: KILLED, and never resumed
+        status, result = "KILLED", {"val": pruned.val, "test": None, "pruned_epoch": pruned.epoch}
+        tracking.mlflow.set_tag("sentlab.pruned", f"after epoch {pruned.epoch} of {cfg.train.epochs}")
+        tracking.mlflow.log_metric("pruned_epoch", pruned.epoch)
     except checkpoints.Stopped as stop:
         status, stop.command = "KILLED", _resume_command(cfg, run_id, sweep)
         tracking.mlflow.set_tag("sentlab.resume_command", stop.command)
@@ -294,10 +306,12 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
             # train.num_processes > 1: this process is rank 0, the others train beside it (sentlab.distributed)
             workers = (OmegaConf.create(tracking.resolved(cfg)), head, features["train"], console.log_file(),
                        saved.path)
+            trial = cfg.get("trial")  # an Optuna trial: reports each epoch, may be pruned (raises study.Pruned)
             with distributed.processes(cfg.train.get("num_processes", 1), device, workers):
                 kept = fit(
                     model, head, features["train"], features["val"], cfg.train, device, data.label_names,
                     log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step), checkpoints=saved,
+                    after_epoch=study.epoch_hook(trial, cfg.train, mlflow.active_run().info.run_id) if trial else None,
                 )
     train_time = kept["train_time_s"]
     mlflow.log_metrics({"train_time_s": train_time, "kept_epoch": kept["epoch"]})
@@ -310,6 +324,7 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
         evaluation = evaluate(model, head, features[split], cfg.train, device, desc=split)
         results[split] = evaluation.metrics(data.label_names)
         if split == "test":
+            mlflow.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
             _log_confusion(evaluation, data.label_names)
             _log_predictions(evaluation, data.label_names, "test_predictions.csv")
     mlflow.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})

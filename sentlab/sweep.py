@@ -21,11 +21,17 @@ from hydra.experimental.callback import Callback
 SUMMARY_FILE = "summary.json"  # in the sweep's folder and on the parent run
 
 
+# Sweeper settings that say how long or how wide a sweep runs, not what it is: a larger n_trials continues a study.
+HOW_LONG = ("hydra.sweeper.n_trials", "hydra.sweeper.n_jobs")
+
+
 def sweep_id(config) -> str:
-    """A sweep's identity (tag `sentlab.sweep_id`): its experiment and its overrides, the preset and the sweeper's
-    settings included, `force` left out. Running the same sweep command again finds its parent run by it."""
+    """A sweep's identity (tag `sentlab.sweep_id`; the name of an Optuna sweep's study): its experiment and its
+    overrides, the preset and the sweeper's settings included, `force`, n_trials and n_jobs left out. Running the
+    same sweep command again finds its parent run by it."""
     overrides = [o for o in config.hydra.overrides.task if not o.startswith("force=")]
-    overrides += [o for o in config.hydra.overrides.hydra if o.startswith("hydra.sweeper.")]
+    overrides += [o for o in config.hydra.overrides.hydra
+                  if o.startswith("hydra.sweeper.") and o.split("=")[0] not in HOW_LONG]
     text = json.dumps([config.tracking.experiment, sorted(overrides)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -35,9 +41,22 @@ class SweepCallback(Callback):
     before any job starts, so that parallel jobs never race on creating them; each job nests its run under it."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from hydra.utils import get_class
+
         from sentlab import console, tracking
+        from sentlab.errors import ConfigError
 
         console.quiet_dependencies()
+        try:
+            sweeper = get_class(config.hydra.sweeper._target_)
+        except Exception:  # a sweeper that cannot be loaded: Hydra says so when it instantiates it
+            sweeper = None
+        if hasattr(sweeper, "check"):  # a sweeper that can check its settings (sentlab's Optuna sweeper) does it
+            try:                       # here, before the sweep's parent run exists: bad input leaves no run behind
+                sweeper.check(config)
+            except ConfigError as error:
+                print(f"sentlab: error: {error}", file=sys.stderr)
+                sys.exit(2)
         experiment_id = tracking.connect(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
@@ -93,8 +112,9 @@ class SweepCallback(Callback):
 
 
 def summarize(parent_run_id: str, select_metric: str) -> dict:
-    """Finished, reused and failed jobs of a sweep and its best run by the validation metric. A job is its config
-    (tag `sentlab.config_hash`): when a rerun of the sweep ran it again, its latest child run counts.
+    """Finished, reused, pruned (an Optuna trial stopped early: KILLED with tag `sentlab.pruned`, not a failure) and
+    failed jobs of a sweep and its best run by the validation metric (among the finished and reused). A job is its
+    config (tag `sentlab.config_hash`): when a rerun of the sweep ran it again, its latest child run counts.
 
     A child still RUNNING when the sweep ends lost its process (killed, e.g. out of memory): it is marked KILLED,
     and the next run of the sweep resumes it from its last checkpoint.
@@ -112,7 +132,8 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
     jobs = list({r.data.tags.get("sentlab.config_hash", r.info.run_id): r for r in reversed(children)}.values())
     reused = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" in r.data.tags]
     finished = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" not in r.data.tags]
-    failed = [r for r in jobs if r.info.status != "FINISHED"]
+    pruned = [r for r in jobs if r.info.status == "KILLED" and "sentlab.pruned" in r.data.tags]  # not a failure
+    failed = [r for r in jobs if r.info.status != "FINISHED" and r not in pruned]
 
     settings = [r.data.tags["sentlab.setting_hash"] for r in finished + reused if "sentlab.setting_hash" in r.data.tags]
     key = f"val_{select_metric}"
@@ -120,7 +141,9 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
     best = max(scored, key=lambda r: r.data.metrics[key], default=None)
 
     lines = [f"sweep: {len(finished)} finished, {len(failed)} failed, {len(reused)} reused "
-             f"(already FINISHED elsewhere; force=true reruns them); parent run {parent_run_id}"]
+             f"(already FINISHED elsewhere; force=true reruns them)"
+             + (f", {len(pruned)} pruned (stopped early by the Optuna pruner)" if pruned else "")
+             + f"; parent run {parent_run_id}"]
     lines += [f"  {r.info.status:<7} {r.info.run_name}: {r.data.tags.get('error', '?').splitlines()[0][:200]}"
               for r in failed]
     if best is not None:
@@ -134,11 +157,13 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
         "finished": [row(r) for r in finished],
         "failed": [{**row(r), "status": r.info.status, "error": r.data.tags.get("error")} for r in failed],
         "reused": [{**row(r), "reuses": r.data.tags["sentlab.reuses"]} for r in reused],
+        "pruned": [{**row(r), "pruned": r.data.tags["sentlab.pruned"]} for r in pruned],
         "best": row(best) if best else None,
         "select_metric": key,
         "repeated": len(set(settings)) < len(settings),  # some setting ran with several seeds
     }
-    metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_reused": len(reused)}
+    metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_reused": len(reused),
+               "sweep_pruned": len(pruned)}
     tags = {"sentlab.summary": "\n".join(lines)[:5000]}
     if best is not None:
         metrics[f"best_{key}"] = best.data.metrics[key]

@@ -18,8 +18,8 @@ from sentlab import PACKAGE_DIR  # noqa: E402
 MAX_PARAM_LENGTH = 500  # longer values are cut in params; the full YAML is an artifact
 SWEEP_FILE = "sweep.json"  # in a sweep's folder: the parent run every job nests under, the fixed overrides
 # Keys that do not change what a run computes: left out of run names and of the config hash.
-INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force", "resume", "train.checkpoint_every",
-              "train.keep_checkpoints")
+INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force", "resume", "trial",
+              "train.checkpoint_every", "train.keep_checkpoints")
 
 
 def connect(tracking) -> str:

@@ -73,6 +73,8 @@ def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluatio
     """Loss and label log-probabilities on encoded `features`."""
     model.eval()
     precision = resolve_precision(train_cfg.precision, device, model)
+    with autocast(device, precision):
+        head.start_evaluation(model, device)  # e.g. contextual calibration's content-free scores
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
     loader = DataLoader(features.select(order), batch_size=train_cfg.eval_batch_size, collate_fn=head.collate)
@@ -132,19 +134,21 @@ class Progress:
 
 
 def fit(model, head, train_features, val_features, train_cfg, device, label_names, log_metrics,
-        checkpoints: Checkpoints | None = None) -> dict:
+        checkpoints: Checkpoints | None = None, after_epoch=None) -> dict:
     """Train for train_cfg.epochs (fewer with train.patience); returns the kept epoch, its validation metrics and
     the training time (`epoch`, `val`, `train_time_s`).
 
     `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and val_*
     metrics after each evaluated epoch (step = epoch). With `checkpoints`, training starts from the latest
     checkpoint there, if any, saves one when due and at each epoch's end, and on a stop signal saves one and
-    raises Stopped.
+    raises Stopped. `after_epoch(epoch, val)`, if given, runs after each evaluated epoch and may raise to end
+    training there (sentlab.study.Pruned: an Optuna trial that its study's pruner stops).
 
     In a process group (train.num_processes > 1, sentlab.distributed) every rank calls fit: the epoch's global
     batches of batch_size * N examples are cut into one shard per rank, DDP averages the gradients, the loss
     logged is the global batches'; only rank 0 validates, logs and writes checkpoints, and rank 0's checkpoint
-    holds every rank's RNG states. `val_features` and `log_metrics` matter on rank 0 only.
+    holds every rank's RNG states. `val_features`, `log_metrics` and `after_epoch` matter on rank 0 only (an
+    after_epoch that raises there ends the other ranks too).
     """
     from transformers import get_scheduler
 
@@ -250,6 +254,8 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
             log_metrics({f"val_{k}": v for k, v in val.items()}, epoch)
             log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
             _judge(progress, epoch, val, model, train_cfg, log_metrics)
+            if after_epoch:
+                after_epoch(epoch, val)
         progress.stopped_epoch = distributed.broadcast(progress.stopped_epoch)  # rank 0's early stop, for all
         stop = agreed_stop()
         checkpoint()  # the epoch's end: a resumed run goes on with the next epoch

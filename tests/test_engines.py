@@ -16,6 +16,7 @@ import pytest
 
 import slurm
 from conftest import FAST, REPO, tiny_args
+from test_optuna import EPOCHS, PRUNING, _check_trials, _study
 from test_server import _free_port, mlflow_server
 
 WORKER = """
@@ -118,7 +119,8 @@ SLURM_JOBS = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.l
 
 @pytest.mark.skipif(bool(slurm.missing()), reason=NO_SLURM)
 def test_sweep_on_a_slurm_cluster(tiny_models, tmp_path):
-    """`hydra/launcher=slurm` (sentlab's preset) on a one-node cluster: each job a SLURM job, every run landing."""
+    """`hydra/launcher=slurm` (sentlab's preset) on a one-node cluster: each job a SLURM job, every run landing; then
+    an Optuna study whose trials, as SLURM jobs, report to the stored study and are pruned there."""
     with slurm.cluster() as env:
         sweep = subprocess.run(
             [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, "lora.r=2,4",
@@ -133,6 +135,12 @@ def test_sweep_on_a_slurm_cluster(tiny_models, tmp_path):
             if "RUNNING" not in states or time.monotonic() > deadline:
                 break
             time.sleep(1)
+        study = subprocess.run(
+            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, *PRUNING, EPOCHS,
+             "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", *SLURM_JOBS, f"runs_dir={tmp_path / 'optuna'}"],
+            cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+        )
+        assert study.returncode == 0, study.stderr[-3000:]
     assert states == ["COMPLETED", "COMPLETED"], states
     import mlflow
 
@@ -141,6 +149,11 @@ def test_sweep_on_a_slurm_cluster(tiny_models, tmp_path):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.params["lora.r"] for r in children) == ["2", "4"]
     assert all(r.info.status == "FINISHED" for r in children)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/optuna/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.data.tags["sentlab.host"] for r in children)
+    _check_trials(client, children, _study(tmp_path / "optuna"))  # FINISHED/COMPLETE, or KILLED/PRUNED after epoch 2
 
 
 @pytest.mark.skipif(bool(slurm.missing()), reason=NO_SLURM)

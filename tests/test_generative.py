@@ -223,3 +223,214 @@ def test_smollm2_converts_once_and_classifies(tmp_path):
     with torch.no_grad():
         _, scores = head.evaluate_batch(model, head.collate(features))
     assert scores.argmax(dim=1).tolist() == [1, 0]
+
+    # Through its chat template: the prompt carries the template's tokens, the words open the answer.
+    chat = GenerativeHead(OmegaConf.merge(cfg, {"head": {"chat_template": True, "label_prefix": None}}), tokenizer, data)
+    ids = chat.prompt_ids(texts)
+    start, end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert ids[0].count(start) == 3 and ids[0].count(end) == 2  # system, user, then the assistant's turn
+    assert tokenizer.decode(ids[0]).endswith("<|im_start|>assistant\n")
+    assert chat.label_ids == [tokenizer(w, add_special_tokens=False)["input_ids"] for w in ("negative", "positive")]
+    with torch.no_grad():
+        _, scores = chat.evaluate_batch(model, chat.collate([{"input_ids": i, "label": 0} for i in ids]))
+    assert scores.argmax(dim=1).tolist() == [1, 0]
+
+
+# -- fast scoring, chat template, contextual calibration ------------------------------------------------------
+
+CHAT = ("{% for m in messages %}<user>\n{{ m['content'] }}\n</user>\n{% endfor %}"
+        "{% if add_generation_prompt %}<bot>\n{% endif %}")
+
+
+def _make_head(tokenizer, words, **head):
+    from sentlab.heads.generative import GenerativeHead
+
+    cfg = OmegaConf.create({"head": {"template": "Review: {text}\nSentiment:", "label_prefix": None, "add_bos": False,
+                                     **head}, "train": {"max_length": 64}})
+    data = type("D", (), {"label_names": [f"l{i}" for i in range(len(words))], "label_words": words})()
+    return GenerativeHead(cfg, tokenizer, data)
+
+
+@pytest.fixture
+def chat_model(tiny_models, tmp_path):
+    """The tiny GPT-NeoX with a chat template on its tokenizer (a folder of its own)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "chat_neox"
+    shutil.copytree(tiny_models["gpt_neox"], folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_chat_template_renders_the_prompt(chat_model):
+    from sentlab import backbones
+
+    tokenizer = backbones.load_tokenizer(OmegaConf.create({"source": str(chat_model), "pad_token": "eos"}))
+    head = _make_head(tokenizer, ["terrible", "okay", "great"], chat_template=True)
+    assert head.prompt("fine") == "<user>\nReview: fine\nSentiment:\n</user>\n<bot>\n"
+    assert head.label_prefix == ""  # the word opens the assistant's answer
+    ids = head.prompt_ids(["fine"])[0]
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": "Review: fine\nSentiment:"}],
+                                             tokenize=False, add_generation_prompt=True)
+    assert ids == tokenizer(expected, add_special_tokens=False)["input_ids"]
+    bot = tokenizer("\n</user>\n<bot>\n", add_special_tokens=False)["input_ids"]
+    assert ids[-len(bot):] == bot and ids[:2] == tokenizer("<user>", add_special_tokens=False)["input_ids"][:2]
+    assert head.label_ids == [tokenizer(w, add_special_tokens=False)["input_ids"] for w in ["terrible", "okay", "great"]]
+    plain = _make_head(tokenizer, ["terrible", "okay", "great"])
+    assert plain.prompt("fine") == "Review: fine\nSentiment:" and plain.label_prefix == " "
+
+
+def test_chat_template_without_one_is_an_error(tiny_models):
+    from sentlab import backbones
+    from sentlab.errors import ConfigError
+
+    tokenizer = backbones.load_tokenizer(OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"}))
+    with pytest.raises(ConfigError, match=r"^head\.chat_template: the backbone's tokenizer .* has no chat template"):
+        _make_head(tokenizer, ["terrible", "okay", "great"], chat_template=True)
+
+
+def test_unknown_calibration_is_an_error(tiny_models):
+    from sentlab import backbones
+    from sentlab.errors import ConfigError
+
+    tokenizer = backbones.load_tokenizer(OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"}))
+    with pytest.raises(ConfigError, match=r"^head\.calibration: unknown value 'zhao'"):
+        _make_head(tokenizer, ["terrible", "okay", "great"], calibration="zhao")
+
+
+class _Favour(torch.nn.Module):
+    """A model whose logits of one token are raised by `bias` at every position: a model that prefers one label
+    whatever the input (what contextual calibration removes)."""
+
+    def __init__(self, model, token: int, bias: float):
+        super().__init__()
+        self.model, self.token, self.bias, self.config = model, token, bias, model.config
+
+    def forward(self, **kwargs):
+        out = self.model(**kwargs)
+        out.logits[..., self.token] += self.bias
+        return out
+
+
+@pytest.mark.parametrize("words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]],
+                         ids=["single_token", "multi_token"])
+def test_contextual_calibration_removes_a_label_bias(words, tiny_models):
+    """A model biased towards label 0 predicts it for every row. Calibrated on one content-free input, the bias
+    divides out exactly (the scores are those of the unbiased model, calibrated) and predictions change; on the
+    default three, their label probabilities are averaged, and each row's divided by them and renormalized."""
+    import datasets
+
+    from sentlab.training import evaluate
+
+    head, model, tokenizer = _head_and_model(tiny_models, "gpt_neox", words)
+    one = _make_head(tokenizer, words, calibration="contextual", content_free=["N/A"], label_prefix=" ")
+    biased = _Favour(model, head.label_ids[0][0], bias=8.0).eval()
+    texts = [t + s for t in TEXTS for s in ("", " indeed", " not at all", "!", " so so")]
+    split = head.encode(datasets.Dataset.from_dict({"text": texts, "label": [0] * len(texts)}))
+    settings = OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"})
+    cpu = torch.device("cpu")
+    plain = evaluate(biased, head, split, settings, cpu)
+    assert set(plain.preds) == {0}
+    assert head.content_free_probs is None and head.evaluation_metrics() == {}
+    fixed = evaluate(biased, one, split, settings, cpu)
+    assert one.content_free_probs.argmax() == 0
+    if one.single_token:  # (for longer words the bias also moves their later tokens' normalizers)
+        unbiased = evaluate(model, one, split, settings, cpu)
+        assert torch.allclose(torch.tensor(fixed.log_probs), torch.tensor(unbiased.log_probs), atol=1e-4)
+    assert set(fixed.preds) != {0}
+
+    three = _make_head(tokenizer, words, calibration="contextual", label_prefix=" ")
+    averaged = evaluate(biased, three, split, settings, cpu)
+    assert set(three.evaluation_metrics()) == {"content_free_prob_l0", "content_free_prob_l1", "content_free_prob_l2"}
+    with torch.no_grad():  # by hand: each content-free prompt alone, uncalibrated
+        alone = [head.evaluate_batch(biased, head.collate([{"input_ids": ids, "label": 0}]))[1][0].exp()
+                 for ids in head.prompt_ids(["N/A", "", "[MASK]"])]
+    probs = torch.stack(alone).mean(dim=0)
+    assert torch.allclose(three.content_free_probs, probs / probs.sum(), atol=1e-5)
+    by_hand = torch.tensor(plain.log_probs).exp() / probs
+    assert torch.allclose(torch.tensor(averaged.log_probs).exp(), by_hand / by_hand.sum(1, keepdim=True), atol=1e-5)
+
+
+def test_calibration_by_a_uniform_distribution_changes_nothing(tiny_models):
+    head, model, tokenizer = _head_and_model(tiny_models, "gpt_neox", ["terrible", "neutral", "positive"])
+    features = [{"input_ids": ids, "label": 0} for ids in head.prompt_ids(TEXTS)]
+    batch = head.collate(features)
+    with torch.no_grad():
+        loss, plain = head.evaluate_batch(model, batch)
+        head.content_free_probs = torch.full((3,), 1 / 3)
+        loss_calibrated, calibrated = head.evaluate_batch(model, batch)
+    assert torch.allclose(plain, calibrated, atol=1e-6) and torch.equal(loss, loss_calibrated)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt_neo"])
+def test_fast_scoring_agrees_with_generate(arch, tiny_models):
+    """The seeds' way, model.generate(max_new_tokens=1) one example at a time with a logits processor that
+    keeps only the label tokens, predicts what the batched scoring (shared prefix cache) predicts."""
+    import datasets
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from sentlab.training import evaluate
+
+    import pandas as pd
+
+    from sentlab import PACKAGE_DIR
+
+    head, model, tokenizer = _head_and_model(tiny_models, arch, ["terrible", "okay", "great"])
+    texts = list(pd.read_csv(PACKAGE_DIR / "demo_data" / "test.csv")["text"])  # 60 reviews
+    tokens = [ids[0] for ids in head.label_ids]
+    with torch.no_grad():  # a random model may prefer one label for every text: even out the label tokens' mean
+        last = [model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
+                for ids in head.prompt_ids(texts)]
+        mean = torch.stack(last).mean(dim=0)
+        weight = model.get_output_embeddings().weight
+        logits = weight[tokens] @ torch.stack(last).T  # [K, n]
+        for t, m in zip(tokens, logits.mean(dim=1)):
+            weight[t] -= (m - logits.mean()) * mean / mean.square().sum()
+
+    class OnlyLabels(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            keep = torch.full_like(scores, float("-inf"))
+            keep[:, tokens] = 0
+            return scores + keep
+
+    seed = []
+    for text in texts:
+        enc = tokenizer(head.prompt(text), return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             logits_processor=LogitsProcessorList([OnlyLabels()]))
+        seed.append(tokens.index(out[0, -1].item()))
+    split = head.encode(datasets.Dataset.from_dict({"text": texts, "label": [0] * len(texts)}))
+    ours = evaluate(model, head, split, OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"}),
+                    torch.device("cpu")).preds.tolist()
+    assert len(set(seed)) > 1  # not a degenerate case
+    assert ours == seed
+
+
+def test_chat_template_and_calibration_in_a_run_and_its_logged_model(chat_model, train, store, runs_dir, tmp_path):
+    """head.chat_template + head.calibration=contextual through training, test, the logged params/metrics, and
+    the MLflow model rebuilt from the run (which predicts the test probabilities the run logged)."""
+    import pandas as pd
+
+    from sentlab import mlflow_model
+
+    train("backbone=pythia", f"backbone.source={chat_model}", "head=generative_tweet", WORDS, *FAST,
+          "head.chat_template=true", "head.calibration=contextual")
+    (run,) = all_runs(store())
+    assert run.info.status == "FINISHED"
+    params, metrics = run.data.params, run.data.metrics
+    assert params["head.chat_template"] == "True" and params["head.calibration"] == "contextual"
+    cf = [metrics[f"content_free_prob_{name}"] for name in ("negative", "neutral", "positive")]
+    assert abs(sum(cf) - 1) < 1e-5
+    client = store()
+    logged = pd.read_csv(client.download_artifacts(run.info.run_id, "test_predictions.csv"))
+    mlflow_model.use_store(f"sqlite:///{runs_dir}/mlflow.db")
+    classifier = mlflow_model.load(run.info.run_id)
+    assert classifier.head.chat_template and classifier.head.calibration == "contextual"
+    texts = mlflow_model.held_out_texts(mlflow_model.download(run.info.run_id, str(tmp_path / "model")))
+    predicted = classifier.predict(texts)
+    for name in ("negative", "neutral", "positive"):
+        assert abs(predicted[f"prob_{name}"].to_numpy() - logged[f"prob_{name}"].to_numpy()[: len(texts)]).max() < 1e-4

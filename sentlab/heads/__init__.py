@@ -59,6 +59,15 @@ class Head:
         """(mean loss, log-probabilities over the labels [batch, n_labels])."""
         raise NotImplementedError
 
+    def start_evaluation(self, model, device) -> None:
+        """Called once before each evaluation pass, with the model as it is then (e.g. the generative head's
+        contextual calibration scores its content-free inputs here)."""
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        """Values of the last evaluation pass worth logging besides its metrics (e.g. the content-free label
+        probabilities of contextual calibration)."""
+        return {}
+
 
 def head_class(name: str) -> type[Head]:
     """The head class named `name` (cfg.head.name)."""

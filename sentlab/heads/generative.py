@@ -1,7 +1,7 @@
 """Generative head: a causal LM reads a prompt and the label word that follows it is the prediction.
 
     prompt  = head.template with {text} filled in       e.g. "Tweet: great day\\nSentiment:"
-    target  = head.label_prefix + a label word          e.g. " positive"
+    target  = label prefix + a label word               e.g. " positive"
 
 Training is the causal-LM loss on the label word's tokens only (the prompt is masked). Prediction
 scores every label word in one batched forward pass and takes the best; there is no free
@@ -9,18 +9,35 @@ generation, so every prediction is a label and comes with a probability over the
 - every label word one token: the logits at the last prompt position, over the K label tokens;
 - otherwise: each word's log-probability is the sum over its tokens (the K continuations batched).
 
+Prediction (evaluate_batch) runs the tokens that every prompt of a batch starts with (the template's
+head) once and shares their key/value cache across the batch; multi-token words then continue from
+the cache of the prompt instead of re-reading prompt + word K times.
+
 Prompts are left-padded and the model gets explicit position ids, so a padded row scores exactly
 like the same example alone. At start-up the label words are checked as they tokenize after the
 prompt: words the tokenizer cannot represent, that merge with the prompt's end, or whose first
 tokens collide are a ConfigError naming them.
+
+Options (conf/head/generative.yaml):
+- head.chat_template=true: the filled template is the user message of the tokenizer's chat template
+  (generation prompt added), and the label word is scored as the assistant's answer;
+- head.calibration=contextual: contextual calibration (Zhao et al. 2021, "Calibrate before use"). Once
+  per evaluation pass the label probabilities of content-free inputs (head.content_free, e.g. "N/A")
+  are averaged, and every example's label probabilities are divided by them and renormalized. The
+  training loss is unchanged.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from sentlab.errors import ConfigError
 from sentlab.heads import Head
+
+
+CALIBRATIONS = ("none", "contextual")
+CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
 
 
 class GenerativeHead(Head):
@@ -37,9 +54,22 @@ class GenerativeHead(Head):
                 f"head.template: must contain {{text}} exactly once, got {cfg.head.template!r} "
                 "(e.g. head.template='Review: {text}\\nSentiment:')"
             )
+        self.chat_template = bool(cfg.head.get("chat_template", False))
+        if self.chat_template:
+            template = chat_prompt(tokenizer, template)
         self.prefix, self.suffix = template.split("{text}")
+        self.calibration = cfg.head.get("calibration", "none")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"head.calibration: unknown value {self.calibration!r} ({' | '.join(CALIBRATIONS)})")
+        self.content_free = list(cfg.head.get("content_free", CONTENT_FREE))
+        self.content_free_probs = None  # [K] label probabilities of the content-free inputs (last evaluation)
         self.label_words = list(data.label_words)
-        self.label_ids = label_token_ids(tokenizer, self.suffix, cfg.head.label_prefix, self.label_words)
+        # Before each word: a space after a plain prompt (GPT-style word tokens); nothing at the start of the
+        # assistant's turn of a chat template. head.label_prefix set (not null) overrides both.
+        self.label_prefix = cfg.head.get("label_prefix")
+        if self.label_prefix is None:
+            self.label_prefix = "" if self.chat_template else " "
+        self.label_ids = label_token_ids(tokenizer, self.suffix, self.label_prefix, self.label_words)
         self.single_token = all(len(ids) == 1 for ids in self.label_ids)
         # [K, n_max] label tokens (right-padded with the pad id) and their lengths.
         n_max = max(len(ids) for ids in self.label_ids)
@@ -77,22 +107,21 @@ class GenerativeHead(Head):
 
     # -- data ---------------------------------------------------------------------------------
     def encode(self, split):
-        """Prompt token ids per row, the whole prompt tokenized as one string (as a user of the model
-        would); a text too long for train.max_length (with the label word) is cut, keeping the
-        template's end."""
+        """Prompt token ids per row (see prompt_ids)."""
+        return self.map_text(split, lambda batch: {"input_ids": self.prompt_ids(batch["text"])})
+
+    def prompt_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's prompt as token ids, the whole prompt tokenized as one string (as a user of the model
+        would); a text too long for train.max_length (with the label word) is cut, keeping the template's end."""
         tok, bos, tail = self.tokenizer, self.bos, self.tail_ids
         limit = self.cfg.train.max_length - int(self.label_lengths.max()) - len(bos)
-
-        def tokenize(batch):
-            whole = tok([self.prompt(t) for t in batch["text"]], add_special_tokens=False)["input_ids"]
-            long = [i for i, ids in enumerate(whole) if len(ids) > limit]
-            if long:  # cut the text, then put the template's end back
-                cut = tok([self.prefix + batch["text"][i] for i in long], add_special_tokens=False)["input_ids"]
-                for i, ids in zip(long, cut):
-                    whole[i] = ids[: limit - len(tail)] + tail
-            return {"input_ids": [bos + ids for ids in whole]}
-
-        return self.map_text(split, tokenize)
+        whole = tok([self.prompt(t) for t in texts], add_special_tokens=False)["input_ids"]
+        long = [i for i, ids in enumerate(whole) if len(ids) > limit]
+        if long:  # cut the text, then put the template's end back
+            cut = tok([self.prefix + texts[i] for i in long], add_special_tokens=False)["input_ids"]
+            for i, ids in zip(long, cut):
+                whole[i] = ids[: limit - len(tail)] + tail
+        return [bos + ids for ids in whole]
 
     def prompt(self, text: str) -> str:
         """The prompt for one text, as a string."""
@@ -140,22 +169,107 @@ class GenerativeHead(Head):
         return -log_probs.sum() / mask.sum()
 
     def evaluate_batch(self, model, batch):
-        """(the training loss, log-probabilities over the K labels [B, K]) from one forward pass."""
+        """(the training loss, log-probabilities over the K labels [B, K]); contextually calibrated with
+        head.calibration=contextual (the loss never is)."""
+        first, scores = self._score(model, batch)
+        gold = batch["labels"]
+        if self.single_token:  # the same objective training minimizes
+            loss = F.cross_entropy(first, self.label_table[:, 0].to(first.device)[gold])
+        else:  # mean NLL of the gold word's tokens
+            lengths = self.label_lengths.to(scores.device)
+            loss = -(scores.gather(1, gold[:, None]).squeeze(1) / lengths[gold]).mean()
+        log_probs = torch.log_softmax(scores, dim=-1)
+        if self.content_free_probs is not None:  # divide by p(label | content-free input), renormalize
+            log_probs = torch.log_softmax(log_probs - self.content_free_probs.to(log_probs.device).log(), dim=-1)
+        return loss, log_probs
+
+    def start_evaluation(self, model, device) -> None:
+        """Once per evaluation pass: with head.calibration=contextual, the label probabilities of the
+        content-free inputs under the model as it is now, averaged over the inputs and renormalized."""
+        self.content_free_probs = None
+        if self.calibration != "contextual":
+            return
+        ids = self.prompt_ids(self.content_free)
+        probs = []
+        for row in ids:  # one at a time: no padding, nothing shared
+            batch = {"input_ids": torch.tensor([row], device=device),
+                     "attention_mask": torch.ones(1, len(row), dtype=torch.long, device=device)}
+            probs.append(torch.softmax(self._score(model, batch)[1][0].float(), dim=-1))
+        mean = torch.stack(probs).mean(dim=0)
+        self.content_free_probs = mean / mean.sum()
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        """The last evaluation's content-free label probabilities (head.calibration=contextual), by label."""
+        if self.content_free_probs is None:
+            return {}
+        return {f"content_free_prob_{name}": float(p) for name, p in zip(self.label_names, self.content_free_probs)}
+
+    def _score(self, model, batch):
+        """(full-vocabulary logits at the last prompt position [B, V], log P(word | prompt) [B, K]).
+
+        The tokens every row of the batch starts with are run once and their key/value cache is shared by
+        the batch (not for sliding-window models, see _windowed); rows then read [shared | left pad | rest
+        of the prompt], position ids counting real tokens only. Multi-token words continue from the prompt's cache (B*K rows of n_max-1 tokens)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        n, width = ids.shape
+        cache, shared = None, 0 if _windowed(model.config) else _shared_prefix(ids, mask)
+        if shared:
+            start = width - mask.sum(dim=1)  # where each row's prompt begins
+            prefix = ids[:1, start[0]: start[0] + shared]
+            cache = DynamicCache(config=model.config)
+            model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(n)
+            # Drop each row's shared tokens: [pad * start | prompt] -> [pad * start | rest].
+            cols = torch.arange(width - shared, device=ids.device)[None, :]
+            source = cols + shared * (cols >= start[:, None])
+            ids, rest_mask = ids.gather(1, source), mask.gather(1, source)
+            mask = torch.cat([torch.ones(n, shared, dtype=mask.dtype, device=mask.device), rest_mask], dim=1)
+        use_cache = not self.single_token
+        if use_cache and cache is None:
+            cache = DynamicCache(config=model.config)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+        first = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                      use_cache=use_cache, logits_to_keep=1).logits[:, -1].float()
+        first_log_probs = torch.log_softmax(first, dim=-1)
+        table = self.label_table.to(ids.device)
         if self.single_token:
-            logits = _forward(model, batch["input_ids"], batch["attention_mask"], keep=1)[:, -1].float()
-            first = self.label_table[:, 0].to(logits.device)
-            gold = first[batch["labels"]]
-            loss = F.cross_entropy(logits, gold)  # the same objective training minimizes
-            return loss, torch.log_softmax(logits[:, first], dim=-1)
-        # Multi-token words: the K continuations of every prompt in one batch of B*K rows.
-        n, k = batch["input_ids"].shape[0], len(self.label_ids)
-        repeated = {key: batch[key].repeat_interleave(k, dim=0) for key in ("input_ids", "attention_mask")}
-        words = torch.arange(k, device=batch["input_ids"].device).repeat(n)
-        log_probs, mask = self._continue(model, repeated, words)
-        scores = log_probs.sum(dim=1).view(n, k)  # log P(word | prompt), summed over its tokens
-        gold = scores.gather(1, batch["labels"][:, None]).squeeze(1)
-        loss = -(gold / self.label_lengths.to(scores.device)[batch["labels"]]).mean()
-        return loss, torch.log_softmax(scores, dim=-1)
+            return first, first_log_probs[:, table[:, 0]]
+        # Every word's tokens after the prompt: the first from `first`, the rest from one more pass over the
+        # B*K continuations, on the prompt's cache repeated K times.
+        k, n_max = table.shape
+        lengths = self.label_lengths.to(ids.device)
+        word_mask = torch.arange(n_max, device=ids.device)[None, :] < lengths[:, None]  # [K, n_max]
+        scores = first_log_probs[:, table[:, 0]]  # [B, K]: log P(first token | prompt)
+        if n_max > 1:
+            cache.batch_repeat_interleave(k)
+            words = table[:, :-1].repeat(n, 1)  # [B*K, n_max-1]: each word's tokens but the last
+            mask_k = torch.cat([mask.repeat_interleave(k, dim=0), word_mask[:, :-1].repeat(n, 1).long()], dim=1)
+            positions = (mask_k.cumsum(dim=1) - 1).clamp(min=0)[:, -words.shape[1]:]
+            logits = model(input_ids=words, attention_mask=mask_k, position_ids=positions, past_key_values=cache,
+                           use_cache=False).logits.float()  # [B*K, n_max-1, V]: predict tokens 2..n_max
+            later = torch.log_softmax(logits, dim=-1).gather(-1, table[:, 1:].repeat(n, 1)[..., None]).squeeze(-1)
+            scores = scores + (later.view(n, k, n_max - 1) * word_mask[None, :, 1:]).sum(dim=-1)
+        return first, scores
+
+
+def _windowed(config) -> bool:
+    """Does the model attend within a sliding window (gpt-neo's local layers, Mistral, ...)? Its window
+    counts cache slots, not positions, so rows with padding inside them (after the shared tokens) would see a
+    shorter window than the example alone: no sharing for these models."""
+    kinds = [*(getattr(config, "attention_layers", None) or []), *(getattr(config, "layer_types", None) or [])]
+    return bool(getattr(config, "sliding_window", None)) or any("local" in k or "sliding" in k for k in kinds)
+
+
+def _shared_prefix(ids: torch.Tensor, mask: torch.Tensor) -> int:
+    """How many tokens all rows of a left-padded batch start with (leaving each row at least one more)."""
+    lengths = mask.sum(dim=1)
+    longest = int(lengths.min()) - 1
+    if longest < 1:
+        return 0
+    start = ids.shape[1] - lengths
+    heads = ids.gather(1, start[:, None] + torch.arange(longest, device=ids.device)[None, :])
+    same = (heads == heads[:1]).all(dim=0).long()
+    return int(same.cumprod(dim=0).sum())
 
 
 def _forward(model, input_ids, attention_mask, keep: int) -> torch.Tensor:
@@ -210,6 +324,23 @@ def label_token_ids(tokenizer, prompt_end: str, label_prefix: str, words: list[s
         )
         raise ConfigError(f"data.label_words: first tokens collide: {shown} ({fix})")
     return result
+
+
+def chat_prompt(tokenizer, template: str) -> str:
+    """The template rendered through the tokenizer's chat template as the user's message, with the
+    generation prompt (the assistant's turn) after it; {text} is kept, to be filled per example."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"head.chat_template: the backbone's tokenizer ({type(tokenizer).__name__}, "
+            f"{tokenizer.name_or_path}) has no chat template; use head.chat_template=false, or an instruction-"
+            "tuned backbone whose tokenizer has one (e.g. backbone=smollm2)"
+        )
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": template}], tokenize=False,
+                                             add_generation_prompt=True)
+    if rendered.count("{text}") != 1:
+        raise ConfigError(f"head.chat_template: the chat template does not keep the message's {{text}} once: "
+                          f"{rendered!r}; use head.chat_template=false")
+    return rendered
 
 
 def _words(words) -> str:
