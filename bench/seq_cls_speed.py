@@ -2,7 +2,7 @@
 careful user would (dynamic padding, batches grouped by length, its fused AdamW) and the seeds' way (Trainer,
 every example padded to 512 tokens), in fp32 and in the precision train.precision=auto picks here.
 
-    python -m bench.seq_cls_speed                  # writes docs/benchmarks/seq_cls_speed.md (about 15 min on 2 cores)
+    python -m bench.seq_cls_speed                  # writes docs/benchmarks/seq_cls_speed.md (about 16 min on 2 idle cores)
     python -m bench.seq_cls_speed --rows 1600 --out /tmp/speed.md    # shorter
 
 Same model (packaged all-MiniLM-L6-v2), LoRA r=8 alpha=16 on query/value, batch 32, max length 128, AdamW
@@ -236,7 +236,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=list(PARTS))
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--rows", type=int, default=6400, help="SST-2 train rows per loop (one epoch)")
+    parser.add_argument("--rows", type=int, default=3200, help="SST-2 train rows per loop (one epoch)")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
