@@ -63,6 +63,7 @@ bench: install  ## all benchmarks; each writes its results to docs/benchmarks/
 	$(PY) -m bench.serving
 	$(PY) -m bench.checkpoints
 	$(PY) -m bench.optuna
+	$(PY) -m bench.ddp
 
 clean:  ## delete runs/ (all MLflow runs and Hydra outputs)
 	rm -rf $(RUNS)
