@@ -1,10 +1,10 @@
 """A pruned Optuna study against a full one: trials, epochs trained, wall time, best validation metric.
 
-    python -m bench.optuna            # MiniLM: about 10 minutes on 2 idle CPU cores; writes docs/benchmarks/optuna.md
+    python -m bench.optuna            # MiniLM: about 8 minutes on 2 idle CPU cores; writes docs/benchmarks/optuna.md
     python -m bench.optuna --tiny     # a tiny random BERT instead (the tests' model): for a busy machine
 
 Two studies of the preset `sweep=optuna` (TPE with seed 42 over lr, LoRA rank and dropout), 12 trials each, on the
-demo data (4 epochs a trial), each in a fresh store: one with the preset's median pruner (n_startup_trials 5,
+demo data (5 epochs a trial), each in a fresh store: one with the preset's median pruner (n_startup_trials 5,
 n_warmup_steps 2), one without a pruner. TPE draws its first 10 trials at random from the seed, so both studies try
 the same 10 settings (the pruned one stops some of them early); the last 2 are TPE's picks, which differ.
 """
@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "optuna.md"
 ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 TRIALS = 12
-SWEEP = ["-m", "sweep=optuna", f"hydra.sweeper.n_trials={TRIALS}", "train.epochs=4", "data.max_samples.train=120",
-         "data.max_samples.val=90", "train.max_length=48"]
-TINY_NOTE = """A tiny random model learns little in 4 epochs: most trials stay at one class (val_f1_macro 0.1625), and a
+EPOCHS = 5
+SWEEP = ["-m", "sweep=optuna", f"hydra.sweeper.n_trials={TRIALS}", f"train.epochs={EPOCHS}", "train.max_length=64"]
+TINY_NOTE = """A tiny random model learns little in 5 epochs: most trials stay at one class (val_f1_macro 0.1625), and a
 median pruner stops only a trial strictly below the median, so these numbers show the mechanics and costs, not what
 pruning finds; the MiniLM run (`python -m bench.optuna`) is the one to judge pruning by.
 
@@ -89,7 +89,7 @@ def main() -> None:
     shown = [*SWEEP, *(["backbone.source=TINY_BERT"] if model == "tiny" else [])]
     full, pruned = results.values()
     rows = "\n".join(
-        f"| {name} | {r['complete']} | {r['pruned']} | {r['failed']} | {r['epochs']} of {TRIALS * 4} | "
+        f"| {name} | {r['complete']} | {r['pruned']} | {r['failed']} | {r['epochs']} of {TRIALS * EPOCHS} | "
         f"{r['wall_s'] / 60:.1f} min | {r['best_value']:.4f} (trial {r['best_trial']}: {_params(r['best_params'])}) | "
         f"{r['best_test']:.4f} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
         for name, r in results.items()
@@ -108,8 +108,8 @@ python -m sentlab.train {' '.join(shown)}                             # pruned
 ```
 
 in a fresh store, on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}:
-{MODELS[model]} + LoRA on 120 train rows of the demo data (90 val, 120 test; texts cut to 48 tokens),
-4 epochs a trial, the preset's search space (lr log 5e-5..5e-3, r 4/8/16/32, dropout 0..0.3) and TPE sampler (seed 42). The pruned study uses the preset's
+{MODELS[model]} + LoRA on the demo data (450 train, 120 val, 120 test rows; texts cut to 64 tokens),
+5 epochs a trial, the preset's search space (lr log 5e-5..5e-3, r 4/8/16/32, dropout 0..0.3) and TPE sampler (seed 42). The pruned study uses the preset's
 median pruner: after 5 finished trials, a trial whose best val_f1_macro so far is below the median of the finished
 trials' at the same epoch stops there, from epoch 2 on.
 
