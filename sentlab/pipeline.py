@@ -53,9 +53,7 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
                 params = tracking.flat_params(cfg)
             except Exception:  # an unresolvable interpolation: the error says which
                 params = {}
-            tags = {"sentlab.config_hash": config_hash, "sentlab.overrides": " ".join(overrides)}
-            if cfg.get("trial"):
-                tags["sentlab.trial"] = str(cfg.trial.number)
+            tags = {"sentlab.config_hash": config_hash, **_job_tags(cfg, overrides)}
             name = tracking.run_name(list(overrides), cfg, sweep)
             tracking.failed_run(experiment_id, name, parent, tags, params, err)
             raise
@@ -67,6 +65,14 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _job_tags(cfg, overrides) -> dict:
+    """The tags every run of a job carries: its overrides and, for a trial of an Optuna sweep, its number in the study."""
+    tags = {"sentlab.overrides": " ".join(overrides)}
+    if cfg.get("trial"):
+        tags["sentlab.trial"] = str(cfg.trial.number)
+    return tags
 
 
 def _result(run) -> dict:
@@ -86,9 +92,7 @@ def _reuse(done, cfg, overrides, sweep: dict, experiment_id: str, config_hash: s
     name = tracking.run_name(list(overrides), cfg, sweep)
     own = ("sentlab.host", "sentlab.pid", "sentlab.resume_command", "sentlab.trial")  # that run's, not its results'
     tags = {k: v for k, v in done.data.tags.items() if k.startswith("sentlab.") and k not in own}
-    tags["sentlab.overrides"] = " ".join(overrides)
-    if cfg.get("trial"):
-        tags["sentlab.trial"] = str(cfg.trial.number)
+    tags.update(_job_tags(cfg, overrides))
     run_id = tracking.reuse_run(experiment_id, name, parent, tags, done)
     log.info(f"reuse: {name!r} already FINISHED as run {done.info.run_id}: child run {run_id} carries its results "
              f"(force=true reruns it)")
@@ -159,14 +163,12 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
     experiment_id = tracking.connect(cfg.tracking)
     tags = {
         **hashes,
-        "sentlab.overrides": " ".join(overrides),
+        **_job_tags(cfg, overrides),
         "sentlab.backbone": cfg.backbone.name,
         "sentlab.head": cfg.head.name,
         "sentlab.data": cfg.data.name,
         "sentlab.quant": cfg.quant.name,
     }
-    if cfg.get("trial"):  # a trial of an Optuna sweep: its number in the study
-        tags["sentlab.trial"] = str(cfg.trial.number)
     if cfg.train.epochs == 0:
         tags["sentlab.zero_shot"] = "true"  # the untrained model: the baseline a sweep compares against
     if fallback := quant.fallback_tag(cfg.quant, quantization):
