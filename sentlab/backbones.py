@@ -40,43 +40,48 @@ def _package_dir(module: str, setting: str = "backbone.source") -> Path:
 
 
 def _converted_gguf(source: str, cache_dir: str) -> str:
-    """Convert a packaged GGUF file once into a plain (float) model folder under cache_dir; its path.
+    """Convert a packaged GGUF file once (20-40 s) into a plain (float) model folder under cache_dir; its path."""
+    module, _, name = source.removeprefix("gguf:").partition("/")
+    gguf = _package_dir(module) / name
+    if not name.endswith(".gguf") or not gguf.is_file():
+        raise ConfigError(f"backbone.source: no GGUF file '{name}' inside package '{module}' ({gguf})")
 
-    The conversion (20-40 s) writes to a temporary folder that is renamed into place when complete,
-    under a file lock, so processes started together convert it once and never see half a folder.
-    """
+    def convert(tmp: Path) -> Path:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=name)
+        # The weights are dequantized floats now; drop the GGUF marker or save_pretrained refuses.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        return tmp
+
+    return _built_once(Path(cache_dir) / f"{module}--{Path(name).stem}", convert, f"converting {gguf.name}")
+
+
+def _built_once(target: Path, build, doing: str) -> str:
+    """target (a model folder), built once by build(tmp), which fills a temporary folder and returns the model
+    folder inside it; that is renamed into place when complete, under a file lock, so processes started together
+    build it once and never see half a folder."""
     import fcntl
     import os
     import shutil
     import tempfile
 
-    module, _, name = source.removeprefix("gguf:").partition("/")
-    gguf = _package_dir(module) / name
-    if not name.endswith(".gguf") or not gguf.is_file():
-        raise ConfigError(f"backbone.source: no GGUF file '{name}' inside package '{module}' ({gguf})")
-    cache = Path(cache_dir)
-    target = cache / f"{module}--{Path(name).stem}"
     if (target / "config.json").is_file():
         return str(target)
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f".{target.name}.lock", "w") as lock:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the folder
         if (target / "config.json").is_file():
             return str(target)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        log.info(f"converting {gguf.name} into {target} (once; later runs load the folder)")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
+        log.info(f"{doing} into {target} (once; later runs load the folder)")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=name)
-            # The weights are dequantized floats now; drop the GGUF marker or save_pretrained refuses.
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.hf_quantizer = None
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            os.rename(tmp, target)
+            os.rename(build(tmp), target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
