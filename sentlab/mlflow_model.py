@@ -2,7 +2,7 @@
 
 Every run logs `model` (an MLflow 3 logged model, pyfunc flavour) whose artifacts are the run's
 config.yaml and adapter/ (LoRA weights, head, tokenizer). The base weights are referenced, not
-copied: loading rebuilds the base from backbone.source (hub id, folder, `package:` or `gguf:`)
+copied: loading rebuilds the base from backbone.source (hub id, folder, `package:`, `gguf:` or `zip-parts:`)
 through sentlab.backbones, so sentlab must be importable where the model loads (e.g. `mlflow models
 serve --env-manager local`). `tracking.log_model=merged` logs the adapter folded into the
 full-precision base instead: self-contained, base-sized.
