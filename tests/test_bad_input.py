@@ -129,6 +129,6 @@ def test_unknown_group_option_on_the_command_line(tmp_path):
         assert run.returncode == 2
         assert run.stderr.strip() == (
             "sentlab: error: backbone: no option 'llama9' in conf/backbone/ (choose one of: distilbert, gpt_neo, "
-            "minilm, pythia, roberta, smollm2)"
+            "minilm, mpnet, pythia, roberta, smollm2)"
         )
     assert not (tmp_path / "mlflow.db").exists()
