@@ -9,6 +9,7 @@
 2. `python -m sentlab.train` (MiniLM, demo data, 2 epochs) stopped with SIGTERM early in epoch 2: the time
    from the signal to the process's exit; then `resume=RUN_ID` against the same run from scratch, wall time.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,13 @@ PY = sys.executable
 ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 MODELS = {
     "MiniLM (seq_cls)": ["train.max_length=64"],
-    "SmolLM2-135M (generative)": ["backbone=smollm2", f"backbone.cache_dir={REPO / 'runs' / 'models'}",
-                                  "head=generative", "train.max_length=64", "data.max_samples.train=160"],
+    "SmolLM2-135M (generative)": [
+        "backbone=smollm2",
+        f"backbone.cache_dir={REPO / 'runs' / 'models'}",
+        "head=generative",
+        "train.max_length=64",
+        "data.max_samples.train=160",
+    ],
 }
 RUN = ["train.epochs=2", "train.checkpoint_every=10"]  # the end-to-end part: MiniLM on the demo data
 
@@ -60,18 +66,33 @@ def save_cost(overrides: list[str], tmp: Path) -> dict:
 
     saved.save = timed
     start = time.perf_counter()
-    fit(model, head, features["train"], features["val"], cfg.train, device, data.label_names,
-        log_metrics=lambda metrics, step: None, checkpoints=saved)
+    fit(
+        model,
+        head,
+        features["train"],
+        features["val"],
+        cfg.train,
+        device,
+        data.label_names,
+        log_metrics=lambda metrics, step: None,
+        checkpoints=saved,
+    )
     total = time.perf_counter() - start
     size = max(f.stat().st_size for f in saved.files()) / 2**20
     steps = len(times) - 1  # one save per step, and one at the epoch's end
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"steps": steps, "save_s": statistics.median(times), "size_mb": size, "trainable": trainable,
-            "epoch_s": total - sum(times)}
+    return {
+        "steps": steps,
+        "save_s": statistics.median(times),
+        "size_mb": size,
+        "trainable": trainable,
+        "epoch_s": total - sum(times),
+    }
 
 
 def stop_and_resume(tmp: Path) -> dict:
     """Fresh run; then the same run stopped by SIGTERM early in epoch 2 and resumed: wall times."""
+
     def command(*args):
         return [PY, "-m", "sentlab.train", *args, f"runs_dir={tmp}"]
 
@@ -80,8 +101,9 @@ def stop_and_resume(tmp: Path) -> dict:
     fresh = time.perf_counter() - start
 
     start = time.perf_counter()
-    process = subprocess.Popen(command(*RUN, "train.seed=7"), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command(*RUN, "train.seed=7"), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     while not any(int(f.stem.split("-")[1]) > 29 for f in tmp.glob("checkpoints/*/step-*.pt")):  # 29 steps/epoch
         assert process.poll() is None, process.communicate()
         time.sleep(0.02)
@@ -95,8 +117,14 @@ def stop_and_resume(tmp: Path) -> dict:
     start = time.perf_counter()
     subprocess.run([PY, "-m", "sentlab.train", *resume_args], cwd=REPO, env=ENV, check=True, capture_output=True)
     resumed = time.perf_counter() - start
-    return {"fresh_s": fresh, "before_s": before, "stop_s": stop, "exit_code": process.returncode, "line": line,
-            "resume_s": resumed}
+    return {
+        "fresh_s": fresh,
+        "before_s": before,
+        "stop_s": stop,
+        "exit_code": process.returncode,
+        "line": line,
+        "resume_s": resumed,
+    }
 
 
 def main() -> None:
@@ -108,8 +136,14 @@ def main() -> None:
     costs = {}
     for name, overrides in MODELS.items():
         print(f"checkpoint cost: {name} ...", flush=True)
-        out = subprocess.run([PY, "-m", "bench.checkpoints", "--save-cost", *overrides], cwd=REPO, env=ENV,
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [PY, "-m", "bench.checkpoints", "--save-cost", *overrides],
+            cwd=REPO,
+            env=ENV,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         costs[name] = json.loads(out.strip().splitlines()[-1])
         loads.append(os.getloadavg()[0])
     print("SIGTERM and resume ...", flush=True)
@@ -124,15 +158,17 @@ def write(costs: dict, run: dict, loads: list) -> None:
     for name, c in costs.items():
         per_step = c["epoch_s"] / c["steps"]
         default_saves = c["steps"] // 50 + 1  # checkpoint_every=50 and the epoch's end
-        rows.append(f"| {name} | {c['trainable']:,} | {c['size_mb']:.2f} | {c['save_s'] * 1000:.1f} | "
-                    f"{per_step * 1000:.0f} | {c['steps']} | {100 * default_saves * c['save_s'] / c['epoch_s']:.2f} % |")
+        rows.append(
+            f"| {name} | {c['trainable']:,} | {c['size_mb']:.2f} | {c['save_s'] * 1000:.1f} | "
+            f"{per_step * 1000:.0f} | {c['steps']} | {100 * default_saves * c['save_s'] / c['epoch_s']:.2f} % |"
+        )
     text = f"""# Checkpoints, stop signals and resume
 
 ```bash
 python -m bench.checkpoints      # part of make bench
 ```
 
-Machine: {machine()}. Load average (1 min) during the benchmark: {', '.join(f'{x:.1f}' for x in loads)} (other
+Machine: {machine()}. Load average (1 min) during the benchmark: {", ".join(f"{x:.1f}" for x in loads)} (other
 engineers' jobs shared the 2 cores: absolute times are noisy, ratios less so).
 
 ## Cost of a checkpoint
@@ -155,16 +191,16 @@ would still be about 4 % of one step, and the default's share of an epoch about 
 
 | | wall time |
 |---|---|
-| a fresh run, start to end (process start included) | {run['fresh_s']:.1f} s |
-| the same config until SIGTERM (early in epoch 2) | {run['before_s']:.1f} s |
-| SIGTERM to exit (finish the step, save, mark KILLED, log) | {run['stop_s']:.2f} s, exit code {run['exit_code']} |
-| `resume=RUN_ID` to the end | {run['resume_s']:.1f} s |
-| saved by resuming instead of restarting | {run['fresh_s'] - run['resume_s']:.1f} s ({100 * (1 - run['resume_s'] / run['fresh_s']):.0f} %) |
+| a fresh run, start to end (process start included) | {run["fresh_s"]:.1f} s |
+| the same config until SIGTERM (early in epoch 2) | {run["before_s"]:.1f} s |
+| SIGTERM to exit (finish the step, save, mark KILLED, log) | {run["stop_s"]:.2f} s, exit code {run["exit_code"]} |
+| `resume=RUN_ID` to the end | {run["resume_s"]:.1f} s |
+| saved by resuming instead of restarting | {run["fresh_s"] - run["resume_s"]:.1f} s ({100 * (1 - run["resume_s"] / run["fresh_s"]):.0f} %) |
 
 What the stopped run printed (stderr):
 
 ```
-{run['line']}
+{run["line"]}
 ```
 
 A resume pays the process start and model load again (most of this small run's time) and then only the steps

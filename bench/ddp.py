@@ -7,6 +7,7 @@ in one process against `train.batch_size=8 train.num_processes=2`. Reported: the
 and per-epoch validation, from MLflow), train examples/s from it, the command's wall time (process start, the
 worker's spawn and model load included), and the final val/test metrics (equal but for dropout, whose masks differ by rank).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,22 +36,38 @@ def one(name: str, overrides: list[str], env: dict, runs: Path) -> dict:
     tag = str(list(SETUPS).index(name))
     args = [*COMMON, *overrides, f"run_name=p{tag}", f"runs_dir={runs}"]
     load, start = os.getloadavg()[0], time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sentlab.train", *args], cwd=REPO, env={**ENV, **env}, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "sentlab.train", *args],
+        cwd=REPO,
+        env={**ENV, **env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - start
     client = mlflow.MlflowClient(f"sqlite:///{runs}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id],
-                                filter_string=f"attributes.run_name = 'p{tag}'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("sentlab").experiment_id], filter_string=f"attributes.run_name = 'p{tag}'"
+    )
     m = run.data.metrics
-    return {"args": " ".join([*(f"{k}={v}" for k, v in env.items()), *overrides]), "wall": wall, "train": m["train_time_s"], "rate": 2 * 450 / m["train_time_s"],
-            "val": m["val_f1_macro"], "test": m["test_accuracy"], "load": (load + os.getloadavg()[0]) / 2}
+    return {
+        "args": " ".join([*(f"{k}={v}" for k, v in env.items()), *overrides]),
+        "wall": wall,
+        "train": m["train_time_s"],
+        "rate": 2 * 450 / m["train_time_s"],
+        "val": m["val_f1_macro"],
+        "test": m["test_accuracy"],
+        "load": (load + os.getloadavg()[0]) / 2,
+    }
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: one(name, overrides, env, Path(tmp)) for name, (overrides, env) in SETUPS.items()}
-    rows = "\n".join(f"| {name} | `{r['args']}` | {r['train']:.1f} | {r['rate']:.1f} | {r['wall']:.1f} | "
-                     f"{r['val']:.4f} | {r['test']:.4f} | {r['load']:.1f} |" for name, r in results.items())
+    rows = "\n".join(
+        f"| {name} | `{r['args']}` | {r['train']:.1f} | {r['rate']:.1f} | {r['wall']:.1f} | "
+        f"{r['val']:.4f} | {r['test']:.4f} | {r['load']:.1f} |"
+        for name, r in results.items()
+    )
     OUT.write_text(f"""# One run in 2 DDP processes on the CPU
 
 ```bash

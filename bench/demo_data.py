@@ -6,6 +6,7 @@ One sweep of the default run (MiniLM + LoRA on the demo data) with `sweep=seeds`
 (4, 16) and epochs (2, 5): 12 runs in a fresh store; then `python -m sentlab.compare` on it, whose repeats table
 (mean ± std and 95 % interval over the seeds) and paired bootstrap tests go into the doc as printed.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,25 +27,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sentlab.train", *SWEEP, f"runs_dir={tmp}"], cwd=REPO, env=ENV,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "sentlab.train", *SWEEP, f"runs_dir={tmp}"],
+            cwd=REPO,
+            env=ENV,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wall = time.perf_counter() - start
         compare = subprocess.run(
             [sys.executable, "-m", "sentlab.compare", "--runs-dir", tmp, "--no-log", "--out", f"{tmp}/compare"],
-            cwd=REPO, env=ENV, check=True, capture_output=True, text=True,
+            cwd=REPO,
+            env=ENV,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
-    repeats = compare[compare.index("repeats over seeds"):compare.index("saved ")].rstrip()
+    repeats = compare[compare.index("repeats over seeds") : compare.index("saved ")].rstrip()
     OUT.write_text(f"""# The demo data: what the default run reaches, over seeds
 
 Command: `python -m bench.demo_data` (`make bench`), which runs
 
 ```
-python -m sentlab.train {' '.join(SWEEP)}
+python -m sentlab.train {" ".join(SWEEP)}
 python -m sentlab.compare
 ```
 
 on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the start,
-{time.strftime('%Y-%m-%d')}: 12 runs of MiniLM + LoRA on the synthetic demo data (450 train, 120 val, 120 test
+{time.strftime("%Y-%m-%d")}: 12 runs of MiniLM + LoRA on the synthetic demo data (450 train, 120 val, 120 test
 rows; 10 % label noise, so about 0.90 is the ceiling), in {wall / 60:.1f} minutes.
 
 ```

@@ -18,6 +18,7 @@
    peak memory is its own), read back from MLflow: dev accuracy, training set size, wall time,
    train time, peak memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,15 @@ TEMPLATE = r"Review: {text}\nSentiment:"  # a short prompt of our own; the head 
 WORDS = ["negative", "positive"]
 
 # Sizes that keep the whole benchmark near 15 minutes on 2 CPU cores.
-FULL = {"speed_rows": 100, "speed_repeats": 3, "dtype_rows": 64, "dev_rows": 400, "train_rows": 500,
-        "zero_shot_rows": None}
-QUICK = {"speed_rows": 16, "speed_repeats": 1, "dtype_rows": 8, "dev_rows": 32, "train_rows": 32,
-         "zero_shot_rows": 16}
+FULL = {
+    "speed_rows": 100,
+    "speed_repeats": 3,
+    "dtype_rows": 64,
+    "dev_rows": 400,
+    "train_rows": 500,
+    "zero_shot_rows": None,
+}
+QUICK = {"speed_rows": 16, "speed_repeats": 1, "dtype_rows": 8, "dev_rows": 32, "train_rows": 32, "zero_shot_rows": 16}
 PROMPTS = {"plain": [], "chat template": ["head.chat_template=true"]}
 CALIBRATIONS = {"none": [], "contextual": ["head.calibration=contextual"]}
 
@@ -57,8 +63,14 @@ def _cfg(*overrides: str):
 
 def _base_overrides() -> list[str]:
     return [
-        "backbone=smollm2", f"backbone.cache_dir={CACHE}", "head=generative", f"head.template='{TEMPLATE}'",
-        "data=sst2", f"data.dir={SST2}", f"data.label_words=[{','.join(WORDS)}]", "train.max_length=96",
+        "backbone=smollm2",
+        f"backbone.cache_dir={CACHE}",
+        "head=generative",
+        f"head.template='{TEMPLATE}'",
+        "data=sst2",
+        f"data.dir={SST2}",
+        f"data.label_words=[{','.join(WORDS)}]",
+        "train.max_length=96",
     ]
 
 
@@ -71,8 +83,9 @@ def _classifier(cfg):
     data = load_data(cfg.data)
     tokenizer = backbones.load_tokenizer(cfg.backbone)
     head = make_head(cfg, tokenizer, data)
-    model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer,
-                                 quantization_config=quant.quantization_config(cfg.quant))
+    model = backbones.load_model(
+        head.model_class(), cfg.backbone, tokenizer, quantization_config=quant.quantization_config(cfg.quant)
+    )
     return data, tokenizer, head, quant.prepare(model, cfg.quant).eval()  # k-bit preparation, CPU 4-bit workaround
 
 
@@ -107,7 +120,10 @@ def part_speed(rows: int, repeats: int, prompt: list[str] = ()) -> dict:
             for text in dev["text"]:
                 enc = tokenizer(head.prompt(text), return_tensors="pt", add_special_tokens=False)
                 out = model.generate(
-                    **enc, max_new_tokens=1, do_sample=False, logits_processor=LogitsProcessorList([OnlyLabels()]),
+                    **enc,
+                    max_new_tokens=1,
+                    do_sample=False,
+                    logits_processor=LogitsProcessorList([OnlyLabels()]),
                     pad_token_id=tokenizer.pad_token_id,
                 )
                 preds.append(label_tokens.index(out[0, -1].item()))
@@ -116,8 +132,12 @@ def part_speed(rows: int, repeats: int, prompt: list[str] = ()) -> dict:
     warm = features.select(range(min(16, len(dev))))
     evaluate(model, head, warm, cfg.train, device, desc="warm-up")  # first-call allocations, lazy imports
     for text in dev["text"][:4]:
-        model.generate(**tokenizer(head.prompt(text), return_tensors="pt"), max_new_tokens=1, do_sample=False,
-                       pad_token_id=tokenizer.pad_token_id)
+        model.generate(
+            **tokenizer(head.prompt(text), return_tensors="pt"),
+            max_new_tokens=1,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     times = {"sentlab": [], "seed": []}
     for _ in range(repeats):  # interleaved, so both see the same machine load
         for name, fn in (("sentlab", sentlab_way), ("seed", seed_way)):
@@ -161,8 +181,10 @@ def part_zero_shot(rows: int | None) -> list[dict]:
     from sentlab.training import evaluate
 
     cap = [f"data.max_samples.val={rows}"] if rows else []
-    sets = {"SST-2 dev": cap,  # demo: all 60 + 60 rows (the cap is for SST-2's 872)
-            "demo": ["data=demo", "data.label_words=[negative,neutral,positive]"]}
+    sets = {
+        "SST-2 dev": cap,  # demo: all 60 + 60 rows (the cap is for SST-2's 872)
+        "demo": ["data=demo", "data.label_words=[negative,neutral,positive]"],
+    }
     model, results = None, []
     for data_name, data_overrides in sets.items():
         for prompt, prompt_overrides in PROMPTS.items():
@@ -183,13 +205,21 @@ def part_zero_shot(rows: int | None) -> list[dict]:
                     ev = evaluate(model, head, head.encode(rows_), cfg.train, torch.device("cpu"), desc=data_name)
                     m = classification_metrics(ev.labels, ev.preds, data.label_names)
                     counts = [int((ev.preds == i).sum()) for i in range(len(data.label_names))]
-                    results.append({"data": data_name if len(splits) == 1 else f"{data_name} {split}",
-                                    "rows": len(rows_), "prompt": prompt, "calibration": calibration,
-                                    "accuracy": m["accuracy"], "f1_macro": m["f1_macro"],
-                                    "predicted": dict(zip(data.label_names, counts)),
-                                    "content_free": {k.removeprefix("content_free_prob_"): v
-                                                     for k, v in head.evaluation_metrics().items()},
-                                    "seconds": time.perf_counter() - start})
+                    results.append(
+                        {
+                            "data": data_name if len(splits) == 1 else f"{data_name} {split}",
+                            "rows": len(rows_),
+                            "prompt": prompt,
+                            "calibration": calibration,
+                            "accuracy": m["accuracy"],
+                            "f1_macro": m["f1_macro"],
+                            "predicted": dict(zip(data.label_names, counts)),
+                            "content_free": {
+                                k.removeprefix("content_free_prob_"): v for k, v in head.evaluation_metrics().items()
+                            },
+                            "seconds": time.perf_counter() - start,
+                        }
+                    )
                     print(f"[zero-shot] {results[-1]['data']} {prompt} {calibration}: {m['accuracy']:.3f}", flush=True)
     return results
 
@@ -210,8 +240,13 @@ def run_train(name: str, overrides: list[str], runs_dir: Path) -> dict:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{runs_dir}/mlflow.db")
     experiment = client.get_experiment_by_name("sentlab")
     (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
-    return {"name": name, "wall_s": wall, "metrics": run.data.metrics, "params": run.data.params,
-            "command": "python -m sentlab.train " + " ".join(_show(o) for o in overrides)}
+    return {
+        "name": name,
+        "wall_s": wall,
+        "metrics": run.data.metrics,
+        "params": run.data.params,
+        "command": "python -m sentlab.train " + " ".join(_show(o) for o in overrides),
+    }
 
 
 def _show(override: str) -> str:
@@ -226,8 +261,13 @@ def part_compute_dtype(rows: int, repeats: int) -> dict:
 
     passes = {}
     for dtype in ("fp32", "bf16"):
-        cfg = _cfg(*_base_overrides(), "quant=nf4", f"quant.compute_dtype={dtype}", f"data.max_samples.val={rows}",
-                   "train.eval_batch_size=32")
+        cfg = _cfg(
+            *_base_overrides(),
+            "quant=nf4",
+            f"quant.compute_dtype={dtype}",
+            f"data.max_samples.val={rows}",
+            "train.eval_batch_size=32",
+        )
         data, _, head, model = _classifier(cfg)
         features = head.encode(data.splits["val"])
         passes[dtype] = lambda m=model, h=head, f=features, c=cfg: evaluate(m, h, f, c.train, torch.device("cpu"))
@@ -240,14 +280,25 @@ def part_compute_dtype(rows: int, repeats: int) -> dict:
             times[dtype].append(time.perf_counter() - start)
     median = {dtype: statistics.median(t) for dtype, t in times.items()}
     flags = set(Path("/proc/cpuinfo").read_text().split())
-    return {"rows": rows, "repeats": repeats, "times": times, "median": median,
-            "faster": min(median, key=median.get),
-            "cpu_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["none"]}
+    return {
+        "rows": rows,
+        "repeats": repeats,
+        "times": times,
+        "median": median,
+        "faster": min(median, key=median.get),
+        "cpu_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["none"],
+    }
 
 
 def part_accuracy(sizes: dict, runs_dir: Path, compute_dtype: str) -> list[dict]:
-    common = [*_base_overrides(), "data.max_samples.test=64", "train.eval_batch_size=32", "lora.r=8",
-              "lora.alpha=16", "train.keep=last"]
+    common = [
+        *_base_overrides(),
+        "data.max_samples.test=64",
+        "train.eval_batch_size=32",
+        "lora.r=8",
+        "lora.alpha=16",
+        "train.keep=last",
+    ]
     train = ["train.epochs=1", "train.lr=5e-4", "train.batch_size=16"]
     rows = [f"data.max_samples.train={sizes['train_rows']}"]
     dev = [f"data.max_samples.val={sizes['dev_rows']}"] if sizes["dev_rows"] < 872 else []
@@ -271,10 +322,18 @@ def part_accuracy(sizes: dict, runs_dir: Path, compute_dtype: str) -> list[dict]
 def _machine() -> str:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"Python {platform.python_version()}, no GPU")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}, no GPU"
+    )
 
 
 def _speed_rows(speed: dict) -> list[str]:
@@ -289,10 +348,13 @@ def _speed_rows(speed: dict) -> list[str]:
 
 
 def _raw(speed: dict) -> str:
-    return (f"{'chat template' if speed['prompt'] != 'plain' else 'plain prompt'}: "
-            + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in speed["times"].items())
-            + " (speed-up per repeat "
-            + ", ".join(f"{b / a:.2f}x" for a, b in zip(speed["times"]["sentlab"], speed["times"]["seed"])) + ")")
+    return (
+        f"{'chat template' if speed['prompt'] != 'plain' else 'plain prompt'}: "
+        + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in speed["times"].items())
+        + " (speed-up per repeat "
+        + ", ".join(f"{b / a:.2f}x" for a, b in zip(speed["times"]["sentlab"], speed["times"]["seed"]))
+        + ")"
+    )
 
 
 def _zero_shot_rows(zero_shot: list[dict]) -> list[str]:
@@ -300,13 +362,22 @@ def _zero_shot_rows(zero_shot: list[dict]) -> list[str]:
     for r in zero_shot:
         cf = ", ".join(f"{k} {v:.3f}" for k, v in r["content_free"].items()) or "-"
         predicted = ", ".join(f"{k} {v}" for k, v in r["predicted"].items())
-        lines.append(f"| {r['data']} ({r['rows']}) | {r['prompt']} | {r['calibration']} | {r['accuracy']:.3f} "
-                     f"| {r['f1_macro']:.3f} | {predicted} | {cf} |")
+        lines.append(
+            f"| {r['data']} ({r['rows']}) | {r['prompt']} | {r['calibration']} | {r['accuracy']:.3f} "
+            f"| {r['f1_macro']:.3f} | {predicted} | {cf} |"
+        )
     return lines
 
 
-def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: list[dict], sizes: dict,
-           total_s: float, load: tuple[float, float]) -> str:
+def report(
+    speeds: list[dict],
+    zero_shot: list[dict],
+    dtypes: dict,
+    accuracy: list[dict],
+    sizes: dict,
+    total_s: float,
+    load: tuple[float, float],
+) -> str:
     lines = [
         "# Generative head on SmolLM2-135M-Instruct (CPU)",
         "",
@@ -322,7 +393,7 @@ def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: li
         f"- Prompt: `head.template='{TEMPLATE}'`, label words ` negative` / ` positive` (one token each); with",
         "  `head.chat_template=true` the same text is the user message of SmolLM2's chat template (its default",
         "  system prompt included) and the words, without the space, open the assistant's answer.",
-        f"- Data: SST-2 from `../shared/data/sst2` (dev.tsv = GLUE validation, 872 rows); the demo data",
+        "- Data: SST-2 from `../shared/data/sst2` (dev.tsv = GLUE validation, 872 rows); the demo data",
         "  (`data=demo`, synthetic product reviews, 3 classes; rows per split in the table).",
         f"- Whole benchmark: {total_s / 60:.1f} minutes.",
         "",
@@ -361,12 +432,15 @@ def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: li
         "",
         "## 1b. Zero-shot accuracy: plain prompt vs chat template, without and with contextual calibration",
         "",
-        ("All 872 SST-2 dev rows. " if not sizes["zero_shot_rows"] else
-         f"SST-2 dev: the first {sizes['zero_shot_rows']} rows of a seeded shuffle (`data.max_samples.val`), to keep "
-         "the benchmark's time within bounds on a loaded machine. ") +
-        "The untrained SmolLM2 through sentlab's evaluation loop (what a `train.epochs=0` run reports as val/test",
+        (
+            "All 872 SST-2 dev rows. "
+            if not sizes["zero_shot_rows"]
+            else f"SST-2 dev: the first {sizes['zero_shot_rows']} rows of a seeded shuffle (`data.max_samples.val`), to keep "
+            "the benchmark's time within bounds on a loaded machine. "
+        )
+        + "The untrained SmolLM2 through sentlab's evaluation loop (what a `train.epochs=0` run reports as val/test",
         "metrics). Contextual calibration (`head.calibration=contextual`, Zhao et al. 2021): the label",
-        "probabilities of the content-free inputs \"N/A\", \"\" and \"[MASK]\" (averaged) divide every example's,",
+        'probabilities of the content-free inputs "N/A", "" and "[MASK]" (averaged) divide every example\'s,',
         "renormalized. Demo rows use the label words negative / neutral / positive.",
         "",
         "| data (rows) | prompt | calibration | accuracy | F1 (macro) | predicted labels | content-free probabilities |",
@@ -385,8 +459,10 @@ def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: li
         "",
         "| quant.compute_dtype | seconds per pass | raw (s) |",
         "|---|---|---|",
-        *(f"| {d} | {dtypes['median'][d]:.2f} | {', '.join(f'{t:.2f}' for t in dtypes['times'][d])} |"
-          for d in dtypes["median"]),
+        *(
+            f"| {d} | {dtypes['median'][d]:.2f} | {', '.join(f'{t:.2f}' for t in dtypes['times'][d])} |"
+            for d in dtypes["median"]
+        ),
         "",
         f"**{dtypes['faster']} is {max(dtypes['median'].values()) / min(dtypes['median'].values()):.2f}x faster** here"
         + ("; the 4-bit rows below use it." if accuracy else " (part 3 was not run with it: see there)."),
@@ -394,7 +470,7 @@ def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: li
         "## 3. SST-2 dev accuracy: zero-shot and after LoRA",
         "",
         "Each row is one real run of `python -m sentlab.train` (its own process), read back from MLflow.",
-        f"Training rows are the first N of a seeded shuffle of SST-2 train.tsv; 1 epoch, batch 16, lr 5e-4,",
+        "Training rows are the first N of a seeded shuffle of SST-2 train.tsv; 1 epoch, batch 16, lr 5e-4,",
         "LoRA r=8 alpha=16 on q_proj/v_proj, max_length 96. Dev = `val` split (dev.tsv"
         + (f", first {sizes['dev_rows']} rows of a seeded shuffle" if sizes["dev_rows"] < 872 else ", all 872 rows")
         + "). Peak memory = peak resident memory of the run's process (ru_maxrss).",
@@ -438,8 +514,11 @@ def report(speeds: list[dict], zero_shot: list[dict], dtypes: dict, accuracy: li
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes; print the report, write nothing")
-    parser.add_argument("--skip-accuracy", action="store_true",
-                        help="no LoRA runs (part 3): the report keeps part 3 of the previous report, marked as such")
+    parser.add_argument(
+        "--skip-accuracy",
+        action="store_true",
+        help="no LoRA runs (part 3): the report keeps part 3 of the previous report, marked as such",
+    )
     parser.add_argument("--speed-rows", type=int, help=f"rows of part 1 (default {FULL['speed_rows']})")
     parser.add_argument("--zero-shot-rows", type=int, help="cap on each split in part 1b (default: all rows)")
     args = parser.parse_args()
@@ -459,8 +538,11 @@ def main():
     speeds = []
     for prompt in PROMPTS.values():
         speed = part_speed(sizes["speed_rows"], sizes["speed_repeats"], prompt)
-        print(f"[speed] {speed['prompt']}: sentlab {speed['eps_sentlab']:.1f} ex/s, seed {speed['eps_seed']:.1f} ex/s, "
-              f"ratio {speed['ratio']:.2f}, agreement {speed['agreement']:.3f}", flush=True)
+        print(
+            f"[speed] {speed['prompt']}: sentlab {speed['eps_sentlab']:.1f} ex/s, seed {speed['eps_seed']:.1f} ex/s, "
+            f"ratio {speed['ratio']:.2f}, agreement {speed['agreement']:.3f}",
+            flush=True,
+        )
         speeds.append(speed)
     zero_shot = part_zero_shot(sizes["zero_shot_rows"])
     dtypes = part_compute_dtype(sizes["dtype_rows"], sizes["speed_repeats"])
@@ -471,11 +553,13 @@ def main():
             accuracy = part_accuracy(sizes, Path(tmp) / "runs", dtypes["faster"])
     text = report(speeds, zero_shot, dtypes, accuracy, sizes, time.perf_counter() - start, (load, os.getloadavg()[0]))
     if args.skip_accuracy and "## 3." in previous and "## 4." in previous:  # part 3 as the last full run measured it
-        old = previous[previous.index("## 3."):previous.index("## 4.")]
-        new = text[text.index("## 3."):text.index("## 4.")]
-        note = ("## 3." + old.split("\n", 1)[0].removeprefix("## 3.") + "\n\n**Not rerun in this measurement** "
-                "(`--skip-accuracy`): the table below is the previous full run's, on the code and machine load of then.\n"
-                + old.split("\n", 1)[1])
+        old = previous[previous.index("## 3.") : previous.index("## 4.")]
+        new = text[text.index("## 3.") : text.index("## 4.")]
+        note = (
+            "## 3." + old.split("\n", 1)[0].removeprefix("## 3.") + "\n\n**Not rerun in this measurement** "
+            "(`--skip-accuracy`): the table below is the previous full run's, on the code and machine load of then.\n"
+            + old.split("\n", 1)[1]
+        )
         text = text.replace(new, note)
     if args.quick:
         print(text)

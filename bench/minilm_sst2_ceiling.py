@@ -13,6 +13,7 @@ Arguments: variant, train rows (a seeded sample), epochs, peak lr. The variants:
 Every variant: batch 32, max length 64, batches grouped by length, bf16 autocast, AdamW (weight decay 0.01),
 linear schedule with 6% warmup, gradient norm clipped at 1; dev accuracy on the 872 dev rows after each epoch.
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,15 +56,28 @@ def build(variant: str, source: str):
     from transformers import AutoModelForSequenceClassification
 
     if variant == "mean":
-        model = get_peft_model(MeanPooled(source), LoraConfig(
-            r=8, lora_alpha=16, lora_dropout=0.1, target_modules=LORA_MODULES, modules_to_save=["classifier"]))
+        model = get_peft_model(
+            MeanPooled(source),
+            LoraConfig(
+                r=8, lora_alpha=16, lora_dropout=0.1, target_modules=LORA_MODULES, modules_to_save=["classifier"]
+            ),
+        )
         return model, lambda ids, mask: model(input_ids=ids, attention_mask=mask)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
     if variant != "full":
         rank = {"cls": 8, "lora64": 64, "dora64": 64}[variant]
-        model = get_peft_model(model, LoraConfig(
-            task_type="SEQ_CLS", r=rank, lora_alpha=16 if rank == 8 else 64, lora_dropout=0.1,
-            target_modules=LORA_MODULES, modules_to_save=["pooler"], use_dora=variant == "dora64"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type="SEQ_CLS",
+                r=rank,
+                lora_alpha=16 if rank == 8 else 64,
+                lora_dropout=0.1,
+                target_modules=LORA_MODULES,
+                modules_to_save=["pooler"],
+                use_dora=variant == "dora64",
+            ),
+        )
     return model, lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits
 
 
@@ -80,8 +94,8 @@ def batches(data, shuffle: bool):
     if shuffle:
         random.shuffle(order)
     step = BATCH * MEGABATCH
-    chunks = [sorted(order[i:i + step], key=lambda j: len(data[j][0])) for i in range(0, len(order), step)]
-    cut = [chunk[i:i + BATCH] for chunk in chunks for i in range(0, len(chunk), BATCH)]
+    chunks = [sorted(order[i : i + step], key=lambda j: len(data[j][0])) for i in range(0, len(order), step)]
+    cut = [chunk[i : i + BATCH] for chunk in chunks for i in range(0, len(chunk), BATCH)]
     if shuffle:
         random.shuffle(cut)
     for batch in cut:
@@ -90,8 +104,8 @@ def batches(data, shuffle: bool):
         mask = torch.zeros(len(batch), longest, dtype=torch.long)
         for row, j in enumerate(batch):
             tokens = data[j][0]
-            ids[row, :len(tokens)] = torch.tensor(tokens)
-            mask[row, :len(tokens)] = 1
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
         yield ids, mask, torch.tensor([data[j][1] for j in batch])
 
 
@@ -130,8 +144,10 @@ def main(variant: str, rows: int, epochs: int, lr: float) -> None:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             for ids, mask, labels in batches(dev, shuffle=False):
                 correct += (logits(ids, mask).argmax(-1) == labels).sum().item()
-        print(f"{variant} rows={rows} lr={lr} epoch={epoch} dev={correct / len(dev):.4f} "
-              f"time={time.time() - start:.0f}s", flush=True)
+        print(
+            f"{variant} rows={rows} lr={lr} epoch={epoch} dev={correct / len(dev):.4f} time={time.time() - start:.0f}s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

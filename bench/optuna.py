@@ -8,6 +8,7 @@ demo data (5 epochs a trial), each in a fresh store: one with the preset's media
 n_warmup_steps 2), one without a pruner. TPE draws its first 10 trials at random from the seed, so both studies try
 the same 10 settings (the pruned one stops some of them early); the last 2 are TPE's picks, which differ.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,13 @@ def run_study(extra: list[str], runs_dir: str) -> dict:
 
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sentlab.train", *SWEEP, *extra, f"runs_dir={runs_dir}"], cwd=REPO, env=ENV,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "sentlab.train", *SWEEP, *extra, f"runs_dir={runs_dir}"],
+        cwd=REPO,
+        env=ENV,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - start
     storage = f"sqlite:///{runs_dir}/optuna.db"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -60,15 +66,26 @@ def run_study(extra: list[str], runs_dir: str) -> dict:
     client = mlflow.MlflowClient(f"sqlite:///{runs_dir}/mlflow.db")
     best_run = client.get_run(best.user_attrs["mlflow_run_id"])
     return {
-        "load": (load, os.getloadavg()[0]), "wall_s": wall,
+        "load": (load, os.getloadavg()[0]),
+        "wall_s": wall,
         "complete": sum(t.state.name == "COMPLETE" for t in trials),
         "pruned": sum(t.state.name == "PRUNED" for t in trials),
         "failed": sum(t.state.name == "FAIL" for t in trials),
         "epochs": sum(len(t.intermediate_values) for t in trials),
-        "best_value": best.value, "best_trial": best.number, "best_params": best.params,
+        "best_value": best.value,
+        "best_trial": best.number,
+        "best_params": best.params,
         "best_test": best_run.data.metrics.get("test_f1_macro"),
-        "trials": [(t.number, t.params, t.state.name, len(t.intermediate_values),
-                    max(t.intermediate_values.values(), default=float("nan"))) for t in trials],
+        "trials": [
+            (
+                t.number,
+                t.params,
+                t.state.name,
+                len(t.intermediate_values),
+                max(t.intermediate_values.values(), default=float("nan")),
+            )
+            for t in trials
+        ],
     }
 
 
@@ -103,11 +120,11 @@ def main() -> None:
 Command: `python -m bench.optuna{flag}` (`make bench` runs it without `--tiny`, on MiniLM), which runs each of
 
 ```
-python -m sentlab.train {' '.join(shown)} hydra.sweeper.pruner=null   # full
-python -m sentlab.train {' '.join(shown)}                             # pruned
+python -m sentlab.train {" ".join(shown)} hydra.sweeper.pruner=null   # full
+python -m sentlab.train {" ".join(shown)}                             # pruned
 ```
 
-in a fresh store, on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}:
+in a fresh store, on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}:
 {MODELS[model]} + LoRA on the demo data (450 train, 120 val, 120 test rows; texts cut to 64 tokens),
 5 epochs a trial, the preset's search space (lr log 5e-5..5e-3, r 4/8/16/32, dropout 0..0.3) and TPE sampler (seed 42). The pruned study uses the preset's
 median pruner: after 5 finished trials, a trial whose best val_f1_macro so far is below the median of the finished
@@ -117,8 +134,8 @@ trials' at the same epoch stops there, from epoch 2 on.
 |---|---|---|---|---|---|---|---|---|
 {rows}
 
-Wall time: the pruned study took {pruned['wall_s'] / full['wall_s']:.2f}x the full one's, for
-{pruned['epochs'] / full['epochs']:.2f}x its epochs; each trial also pays its fixed costs (model load, test, MLflow
+Wall time: the pruned study took {pruned["wall_s"] / full["wall_s"]:.2f}x the full one's, for
+{pruned["epochs"] / full["epochs"]:.2f}x its epochs; each trial also pays its fixed costs (model load, test, MLflow
 logging) unless it is pruned, which skips the test and the adapter upload. The load average is that of the whole
 machine, shared with other work while this ran: compare the two studies' epochs as well as their minutes.
 

@@ -8,6 +8,7 @@ and training loop, a few hundred optimizer steps; peak GPU memory and tokens per
 Exits with a message (status 2) where there is no CUDA GPU: bitsandbytes QLoRA on CPU is
 covered by the tests, and this benchmark is about GPU memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,17 @@ def main():
     import torch
 
     if not torch.cuda.is_available():
-        print("bench.qlora_gpu: no CUDA GPU here (torch.cuda.is_available() is False); nothing measured. "
-              "Run it on a machine with an NVIDIA GPU.", file=sys.stderr)
+        print(
+            "bench.qlora_gpu: no CUDA GPU here (torch.cuda.is_available() is False); nothing measured. "
+            "Run it on a machine with an NVIDIA GPU.",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
     import datasets
     from omegaconf import OmegaConf
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast
 
     from sentlab import adapters, quant
     from sentlab.heads.generative import GenerativeHead
@@ -42,8 +46,16 @@ def main():
 
     # pythia-1b: 16 layers, hidden 2048, 8 heads, vocab 50304 (its config; weights random).
     config = GPTNeoXConfig(
-        vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8, intermediate_size=8192,
-        rotary_pct=0.25, max_position_embeddings=2048, eos_token_id=0, bos_token_id=0, tie_word_embeddings=False,
+        vocab_size=50304,
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=8,
+        intermediate_size=8192,
+        rotary_pct=0.25,
+        max_position_embeddings=2048,
+        eos_token_id=0,
+        bos_token_id=0,
+        tie_word_embeddings=False,
     )
     words = ["negative", "positive"]
     vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(words)}, **{f"w{i}": 10 + i for i in range(50000)}}
@@ -54,21 +66,54 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-        qcfg = OmegaConf.create({"name": "nf4", "quant_type": "nf4", "double_quant": True, "compute_dtype": "bf16",
-                                 "fallback": "error", "gradient_checkpointing": True})
+        qcfg = OmegaConf.create(
+            {
+                "name": "nf4",
+                "quant_type": "nf4",
+                "double_quant": True,
+                "compute_dtype": "bf16",
+                "fallback": "error",
+                "gradient_checkpointing": True,
+            }
+        )
         torch.cuda.reset_peak_memory_stats()
         model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant.quantization_config(qcfg))
     model = quant.prepare(model, qcfg)
-    lora = OmegaConf.create({"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["query_key_value"],
-                             "bias": "none", "modules_to_save": None})
+    lora = OmegaConf.create(
+        {
+            "r": 16,
+            "alpha": 32,
+            "dropout": 0.05,
+            "target_modules": ["query_key_value"],
+            "bias": "none",
+            "modules_to_save": None,
+        }
+    )
     model = adapters.add_lora(model, lora, "CAUSAL_LM")
     load_mb = torch.cuda.max_memory_allocated() / 2**20
 
-    train = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml")  # every key fit reads
-    train = OmegaConf.merge(train, {
-        "max_length": args.length, "epochs": 1, "lr": 2e-4, "batch_size": args.batch, "weight_decay": 0.0,
-        "warmup_ratio": 0.0, "scheduler": "constant", "log_every": 50, "eval_every_epoch": False, "keep": "last",
-        "select_metric": "accuracy", "eval_batch_size": 16, "seed": 0, "precision": "bf16"})
+    train = OmegaConf.load(
+        Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml"
+    )  # every key fit reads
+    train = OmegaConf.merge(
+        train,
+        {
+            "max_length": args.length,
+            "epochs": 1,
+            "lr": 2e-4,
+            "batch_size": args.batch,
+            "weight_decay": 0.0,
+            "warmup_ratio": 0.0,
+            "scheduler": "constant",
+            "log_every": 50,
+            "eval_every_epoch": False,
+            "keep": "last",
+            "select_metric": "accuracy",
+            "eval_batch_size": 16,
+            "seed": 0,
+            "precision": "bf16",
+        },
+    )
     cfg = OmegaConf.create({"head": {"template": "{text}", "label_prefix": " ", "add_bos": False}, "train": train})
     data = type("D", (), {"label_names": words, "label_words": words})()
     head = GenerativeHead(cfg, tokenizer, data)
@@ -86,9 +131,11 @@ def main():
     tokens = n * args.length
     print("| model | steps | batch x tokens | peak GPU memory (MB) | after loading (MB) | tokens/s | s/step |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| pythia-1b-shaped, NF4 + double quant, LoRA r=16, bf16, grad. checkpointing | {args.steps} "
-          f"| {args.batch} x {args.length} | {torch.cuda.max_memory_allocated() / 2**20:.0f} | {load_mb:.0f} "
-          f"| {tokens / seconds:.0f} | {seconds / args.steps:.3f} |")
+    print(
+        f"| pythia-1b-shaped, NF4 + double quant, LoRA r=16, bf16, grad. checkpointing | {args.steps} "
+        f"| {args.batch} x {args.length} | {torch.cuda.max_memory_allocated() / 2**20:.0f} | {load_mb:.0f} "
+        f"| {tokens / seconds:.0f} | {seconds / args.steps:.3f} |"
+    )
     print(f"device: {torch.cuda.get_device_name()}; time includes one validation pass of 32 examples")
 
 

@@ -13,6 +13,7 @@ from the end of the first optimizer step (warm-up) to the end of the last. The F
 matrix work (torch's FLOP counter on the shapes each loop actually ran, padding included) against this
 machine's measured matrix-product peak (2048 x 2048 x 2048) in the same precision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,18 @@ def _cfg(precision: str, rows: int):
 
     import sentlab  # noqa: F401
 
-    overrides = ["data=sst2", f"data.dir={SST2}", f"train.batch_size={BATCH}", f"train.max_length={MAX_LENGTH}",
-                 f"train.lr={LR}", f"train.precision={precision}", "train.epochs=1", "lora.r=8", "lora.alpha=16",
-                 f"data.max_samples.train={rows}"] + ([f"backbone.source={MINILM}"] if MINILM else [])
+    overrides = [
+        "data=sst2",
+        f"data.dir={SST2}",
+        f"train.batch_size={BATCH}",
+        f"train.max_length={MAX_LENGTH}",
+        f"train.lr={LR}",
+        f"train.precision={precision}",
+        "train.epochs=1",
+        "lora.r=8",
+        "lora.alpha=16",
+        f"data.max_samples.train={rows}",
+    ] + ([f"backbone.source={MINILM}"] if MINILM else [])
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
@@ -110,8 +120,14 @@ def part_sentlab(precision: str, rows: int) -> dict:
     result = {}
     fit(model, head, train, val, cfg.train, device, data.label_names, log_metrics=on_log)
     shapes = shapes[: len(stamps)]  # the validation pass collates through the same function
-    return {**result, "examples_per_s": _rate(stamps), "shapes": shapes, "peak_mb": _peak_mb(device),
-            "precision": resolve_precision(precision, device, model), "tokens": sum(map(len, train["input_ids"]))}
+    return {
+        **result,
+        "examples_per_s": _rate(stamps),
+        "shapes": shapes,
+        "peak_mb": _peak_mb(device),
+        "precision": resolve_precision(precision, device, model),
+        "tokens": sum(map(len, train["input_ids"])),
+    }
 
 
 def part_trainer(precision: str, rows: int, pad_to: int | None = None, max_steps: int = -1) -> dict:
@@ -127,7 +143,9 @@ def part_trainer(precision: str, rows: int, pad_to: int | None = None, max_steps
     padding = "max_length" if pad_to else False
     train = data.splits["train"].map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=pad_to or MAX_LENGTH, padding=padding),
-        batched=True, remove_columns=["text"])
+        batched=True,
+        remove_columns=["text"],
+    )
     shapes, stamps = [], []
     pad = DataCollatorWithPadding(tokenizer)
 
@@ -144,17 +162,35 @@ def part_trainer(precision: str, rows: int, pad_to: int | None = None, max_steps
 
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=1, max_steps=max_steps,
-            learning_rate=LR, warmup_steps=0.06, lr_scheduler_type="linear", weight_decay=0.01, max_grad_norm=1.0,
-            bf16=used == "bf16", use_cpu=device.type == "cpu", seed=cfg.train.seed, report_to="none",
-            save_strategy="no", logging_steps=10, disable_tqdm=True,
+            output_dir=out,
+            per_device_train_batch_size=BATCH,
+            num_train_epochs=1,
+            max_steps=max_steps,
+            learning_rate=LR,
+            warmup_steps=0.06,
+            lr_scheduler_type="linear",
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            bf16=used == "bf16",
+            use_cpu=device.type == "cpu",
+            seed=cfg.train.seed,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=10,
+            disable_tqdm=True,
             train_sampling_strategy="random" if pad_to else "group_by_length",
         )
-        trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=recording_collate,
-                          callbacks=[Stamp()])
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train, data_collator=recording_collate, callbacks=[Stamp()]
+        )
         trainer.train()
-    return {"examples_per_s": _rate(stamps), "shapes": shapes[: len(stamps)], "peak_mb": _peak_mb(device),
-            "precision": used, "optimizer": trainer.args.optim.value}
+    return {
+        "examples_per_s": _rate(stamps),
+        "shapes": shapes[: len(stamps)],
+        "peak_mb": _peak_mb(device),
+        "precision": used,
+        "optimizer": trainer.args.optim.value,
+    }
 
 
 def part_seeds(precision: str, rows: int) -> dict:
@@ -172,13 +208,17 @@ def part_flops(precision: str, rows: int) -> dict:
     model.train()
     lengths, flops = [16, 64, 256], []
     for length in lengths:
-        batch = {"input_ids": torch.randint(1000, 2000, (1, length), device=device),
-                 "attention_mask": torch.ones(1, length, dtype=torch.long, device=device),
-                 "labels": torch.zeros(1, dtype=torch.long, device=device)}
+        batch = {
+            "input_ids": torch.randint(1000, 2000, (1, length), device=device),
+            "attention_mask": torch.ones(1, length, dtype=torch.long, device=device),
+            "labels": torch.zeros(1, dtype=torch.long, device=device),
+        }
         with FlopCounterMode(display=False) as counter:
             model(**batch).loss.backward()
         flops.append(counter.get_total_flops())
-    coefficients = np.linalg.solve(np.vander(np.array(lengths, dtype=float), 3, increasing=True), np.array(flops, dtype=float))
+    coefficients = np.linalg.solve(
+        np.vander(np.array(lengths, dtype=float), 3, increasing=True), np.array(flops, dtype=float)
+    )
     return {"coefficients": coefficients.tolist()}
 
 
@@ -206,13 +246,16 @@ def part_peak(precision: str, rows: int) -> dict:
     return peak
 
 
-PARTS = {"sentlab": part_sentlab, "trainer": part_trainer, "seeds": part_seeds, "flops": part_flops,
-         "peak": part_peak}
+PARTS = {"sentlab": part_sentlab, "trainer": part_trainer, "seeds": part_seeds, "flops": part_flops, "peak": part_peak}
 
 
 def _in_subprocess(part: str, precision: str, rows: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.seq_cls_speed", "--part", part, "--precision", precision,
-                          "--rows", str(rows)], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.seq_cls_speed", "--part", part, "--precision", precision, "--rows", str(rows)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode:
         raise RuntimeError(f"{part} {precision} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -249,9 +292,11 @@ def main():
     coefficients = _in_subprocess("flops", "fp32", args.rows)["coefficients"]
     auto = _in_subprocess("sentlab", "auto", 64)["precision"]  # what auto picks on this machine
     precisions = ["fp32"] + ([auto] if auto != "fp32" else [])
-    loops = {"sentlab": "sentlab (`python -m sentlab.train`)",
-             "trainer": "HF Trainer: dynamic padding + group_by_length",
-             "seeds": f"HF Trainer, padded to 512 (the seeds' way; {SEEDS_STEPS} steps)"}
+    loops = {
+        "sentlab": "sentlab (`python -m sentlab.train`)",
+        "trainer": "HF Trainer: dynamic padding + group_by_length",
+        "seeds": f"HF Trainer, padded to 512 (the seeds' way; {SEEDS_STEPS} steps)",
+    }
     results = {(loop, p): [] for loop in loops for p in precisions}
     for _ in range(args.rounds):  # interleaved: load from elsewhere hits every loop alike
         for precision in precisions:
@@ -267,40 +312,47 @@ def main():
     rows, ratios = [], []
     for precision in precisions:
         ours = median_round("sentlab", precision)
-        per_round = [s["examples_per_s"] / t["examples_per_s"]
-                     for s, t in zip(results["sentlab", precision], results["trainer", precision])]
-        ratios.append(f"{precision}: **{statistics.median(per_round):.2f}x** (rounds: "
-                      + ", ".join(f"{r:.2f}" for r in per_round) + ")")
+        per_round = [
+            s["examples_per_s"] / t["examples_per_s"]
+            for s, t in zip(results["sentlab", precision], results["trainer", precision])
+        ]
+        ratios.append(
+            f"{precision}: **{statistics.median(per_round):.2f}x** (rounds: "
+            + ", ".join(f"{r:.2f}" for r in per_round)
+            + ")"
+        )
         for loop, name in loops.items():
             r = median_round(loop, precision)
             real = sum(n * length for n, length in r["shapes"])
             rate_gflops = _gflops(r["shapes"], coefficients) * r["examples_per_s"] / sum(n for n, _ in r["shapes"])
             tokens_real = ours["tokens"] / args.rows  # real tokens per example, the same rows for every loop
             padding = 1 - tokens_real * sum(n for n, _ in r["shapes"]) / real
-            rows.append(f"| {precision} | {name} | {r['examples_per_s']:.1f} | "
-                        f"{r['examples_per_s'] / ours['examples_per_s']:.2f} | {padding:.0%} | "
-                        f"{rate_gflops:.1f} ({rate_gflops / peak[precision]:.0%}) | {r['peak_mb']:.0f} |")
+            rows.append(
+                f"| {precision} | {name} | {r['examples_per_s']:.1f} | "
+                f"{r['examples_per_s'] / ours['examples_per_s']:.2f} | {padding:.0%} | "
+                f"{rate_gflops:.1f} ({rate_gflops / peak[precision]:.0%}) | {r['peak_mb']:.0f} |"
+            )
     dev = {p: median_round("sentlab", p).get("dev_accuracy") for p in precisions}
     args.out.write_text(f"""# MiniLM + LoRA seq-cls on SST-2: training speed against a tuned HF Trainer
 
 Command: `make bench` (this part: `.venv/bin/python -m bench.seq_cls_speed --rows {args.rows}`), run {started} on
-{peak['device']} ({platform.machine()}, {os.cpu_count()} CPU cores, torch {_torch_version()}), 1-minute load average
+{peak["device"]} ({platform.machine()}, {os.cpu_count()} CPU cores, torch {_torch_version()}), 1-minute load average
 {load[0]:.1f} at the start. train.precision=auto picked **{auto}** here.
 
 Setup: all-MiniLM-L6-v2 (packaged), LoRA r=8 alpha=16 on query/value, batch {BATCH}, max length {MAX_LENGTH},
 AdamW lr {LR} with linear warmup, {args.rows:,} shuffled SST-2 train rows (`../shared/data/sst2`), one epoch.
 Each loop ran in its own process, {args.rounds} rounds interleaved; the table gives each loop's median round.
-Matrix-product peak of this machine (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s.
+Matrix-product peak of this machine (2048^3): fp32 {peak["fp32"]:.0f} GFLOP/s, bf16 {peak["bf16"]:.0f} GFLOP/s.
 
 | precision | loop | examples/s | vs sentlab | padding | GFLOP/s (share of peak) | peak memory (MB) |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-sentlab against the tuned Trainer, per round and median: {'; '.join(ratios)}.
+sentlab against the tuned Trainer, per round and median: {"; ".join(ratios)}.
 Padding: the share of computed token positions that are padding. Peak memory: the process's peak RSS on CPU,
 `torch.cuda.max_memory_allocated` on a GPU.
 
-Dev accuracy (872 sentences) after sentlab's epoch on these rows: {', '.join(f'{p} {v:.4f}' for p, v in dev.items())}
+Dev accuracy (872 sentences) after sentlab's epoch on these rows: {", ".join(f"{p} {v:.4f}" for p, v in dev.items())}
 (one seed; bf16 autocast costs no accuracy if these agree to within a few tenths of a point).
 """)
     print(args.out.read_text())

@@ -9,6 +9,7 @@
    on 127.0.0.1; POST /invocations one request at a time with single SST-2 test sentences and with batches
    of 32: requests/s and p50/p95 latency.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,10 +24,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "serving.md"
 SST2 = REPO.parent / "shared" / "data" / "sst2"
-RUN_ARGS = ["train.epochs=1", "train.batch_size=16", "train.max_length=64", "data.max_samples.train=160",
-            "data.max_samples.val=48", "data.max_samples.test=48"]
-SERVE_ARGS = ["data=sst2", f"data.dir={SST2}", "data.max_samples.train=800", "data.max_samples.val=200",
-              "train.epochs=1", "train.max_length=64"]
+RUN_ARGS = [
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.max_length=64",
+    "data.max_samples.train=160",
+    "data.max_samples.val=48",
+    "data.max_samples.test=48",
+]
+SERVE_ARGS = [
+    "data=sst2",
+    f"data.dir={SST2}",
+    "data.max_samples.train=800",
+    "data.max_samples.val=200",
+    "train.epochs=1",
+    "train.max_length=64",
+]
 RUNS = 3
 SINGLE, BATCHES, BATCH = 200, 30, 32
 
@@ -71,7 +84,8 @@ def logging_cost(tmp: Path) -> dict:
     result = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     models = list((tmp / "runs" / "mlartifacts" / "models").iterdir())
     result["model_mb"] = statistics.median(
-        sum(f.stat().st_size for f in m.rglob("*") if f.is_file()) / 2**20 for m in models)
+        sum(f.stat().st_size for f in m.rglob("*") if f.is_file()) / 2**20 for m in models
+    )
 
     from sentlab.data import load_data
 
@@ -104,8 +118,10 @@ def serving(tmp: Path) -> dict:
 
 def timings(call, texts: list[str]) -> dict[str, list[float]]:
     """Seconds per call of SINGLE single texts and of BATCHES batches of BATCH, one at a time, after a warm-up."""
-    runs = {"single": [[t] for t in texts[:SINGLE]],
-            "batch": [texts[i * BATCH:(i + 1) * BATCH] for i in range(BATCHES)]}
+    runs = {
+        "single": [[t] for t in texts[:SINGLE]],
+        "batch": [texts[i * BATCH : (i + 1) * BATCH] for i in range(BATCHES)],
+    }
     result = {}
     for kind, batches in runs.items():
         call(batches[0])
@@ -121,8 +137,10 @@ def _row(name: str, times: list[float], texts_per_request: int) -> str:
     ordered = sorted(times)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
     rps = len(times) / sum(times)
-    return (f"| {name} | {len(times)} | {rps:.1f} | {rps * texts_per_request:.0f} | "
-            f"{statistics.median(times) * 1000:.0f} | {p95 * 1000:.0f} |")
+    return (
+        f"| {name} | {len(times)} | {rps:.1f} | {rps * texts_per_request:.0f} | "
+        f"{statistics.median(times) * 1000:.0f} | {p95 * 1000:.0f} |"
+    )
 
 
 def write(cost: dict, serve: dict, bench_s: float, loads: tuple[float, float]) -> None:
@@ -141,8 +159,7 @@ def write(cost: dict, serve: dict, bench_s: float, loads: tuple[float, float]) -
         "",
         "## Logging the model and the data sets, per run",
         "",
-        f"MiniLM runs on the demo data (`{' '.join(RUN_ARGS)}`), {RUNS} after a warm-up run, in one process; "
-        "medians.",
+        f"MiniLM runs on the demo data (`{' '.join(RUN_ARGS)}`), {RUNS} after a warm-up run, in one process; medians.",
         "",
         "| | seconds |",
         "|---|---:|",

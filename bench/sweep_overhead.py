@@ -10,6 +10,7 @@
 3. The wall time of one 6-job MiniLM sweep, serial against `hydra/launcher=joblib hydra.launcher.n_jobs=2`.
 Medians over the jobs; everything in one invocation so that the ratios compare like with like.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "sweeps.md"
 PY = sys.executable
 ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-JOB_ARGS = ["train.epochs=1", "train.batch_size=16", "train.max_length=64", "data.max_samples.train=160",
-            "data.max_samples.val=48", "data.max_samples.test=48"]
+JOB_ARGS = [
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.max_length=64",
+    "data.max_samples.train=160",
+    "data.max_samples.val=48",
+    "data.max_samples.test=48",
+]
 JOBS_PER_MODEL = 4
 SWEEP = ["lora.r=4,8,16", "train.lr=1e-3,2e-3"]  # 6 jobs
 
@@ -45,8 +52,12 @@ def per_job(tmp: Path) -> dict:
     import json
 
     out = subprocess.run(
-        [PY, "-m", "bench.sweep_overhead", "--jobs", str(tmp)], cwd=REPO, env=ENV, check=True,
-        stdout=subprocess.PIPE, text=True,
+        [PY, "-m", "bench.sweep_overhead", "--jobs", str(tmp)],
+        cwd=REPO,
+        env=ENV,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -87,8 +98,17 @@ def _jobs(tmp: Path) -> None:
     timed(SeqClsHead, "encode", "tokenize")
     timed(GenerativeHead, "encode", "tokenize")
     timed(pipeline.gc, "collect", "free")
-    for name in ("start_run", "end_run", "log_params", "log_dict", "log_artifacts", "log_metrics", "log_figure",
-                 "set_tag", "set_tags"):
+    for name in (
+        "start_run",
+        "end_run",
+        "log_params",
+        "log_dict",
+        "log_artifacts",
+        "log_metrics",
+        "log_figure",
+        "set_tag",
+        "set_tags",
+    ):
         timed(tracking.mlflow, name, "mlflow")
     timed(tracking, "connect", "mlflow")
     timed(tracking, "finished_run", "mlflow")
@@ -135,7 +155,11 @@ def sweep_wall(tmp: Path, parallel: bool) -> tuple[float, float]:
     start = time.perf_counter()
     subprocess.run(
         [PY, "-m", "sentlab.train", "-m", *launcher, *SWEEP, *JOB_ARGS, f"runs_dir={runs_dir}"],
-        cwd=REPO, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=ENV,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - start, os.getloadavg()[0]
 
@@ -143,11 +167,19 @@ def sweep_wall(tmp: Path, parallel: bool) -> tuple[float, float]:
 def machine() -> str:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__} (CPU, {torch.get_num_threads()} threads)")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, torch {torch.__version__} (CPU, {torch.get_num_threads()} threads)"
+    )
 
 
 def main() -> None:
@@ -178,8 +210,10 @@ def write(start: float, jobs: dict, serial: float, parallel: float, bench_s: flo
     rows = [
         ("Hydra compose (before pipeline.run)", "compose"),
         ("MLflow: every call (run, params, config, metrics, plot, adapter)", "mlflow"),
-        ("data + tokenizer + model load", "load"), ("tokenizing the splits", "tokenize"),
-        ("training (1 epoch, 10 steps of 16)", "train"), ("evaluation (test; val inside training)", "eval"),
+        ("data + tokenizer + model load", "load"),
+        ("tokenizing the splits", "tokenize"),
+        ("training (1 epoch, 10 steps of 16)", "train"),
+        ("evaluation (test; val inside training)", "eval"),
         ("freeing the job's memory (gc.collect)", "free"),
         ("the rest: checks, LoRA wrapping, confusion plot, adapter save", "rest"),
         ("**job total** (pipeline.run)", "total"),
@@ -206,12 +240,17 @@ def write(start: float, jobs: dict, serial: float, parallel: float, bench_s: flo
         "|---|" + "---:|" * len(labels),
     ]
     for text, key in rows:
-        lines.append(f"| {text} | " + " | ".join(f"{jobs[l].get(key, 0.0):.2f}" for l in labels) + " |")
-    fixed = {l: jobs[l]["compose"] + jobs[l]["total"] - sum(jobs[l].get(k, 0.0) for k in work) for l in labels}
+        lines.append(f"| {text} | " + " | ".join(f"{jobs[label].get(key, 0.0):.2f}" for label in labels) + " |")
+    fixed = {
+        label: jobs[label]["compose"] + jobs[label]["total"] - sum(jobs[label].get(k, 0.0) for k in work)
+        for label in labels
+    }
     lines += [
         "| **sentlab's fixed cost per job** (all but load, tokenize, train, evaluate) | "
-        + " | ".join(f"**{fixed[l]:.2f}**" for l in labels) + " |",
-        "| fixed cost / training time | " + " | ".join(f"{fixed[l] / max(jobs[l]['train'], 1e-9):.2f}x" for l in labels)
+        + " | ".join(f"**{fixed[label]:.2f}**" for label in labels)
+        + " |",
+        "| fixed cost / training time | "
+        + " | ".join(f"{fixed[label] / max(jobs[label]['train'], 1e-9):.2f}x" for label in labels)
         + " |",
         "",
         f"Start-up, once per process (`import sentlab.train, sentlab.pipeline`: torch, transformers, peft, MLflow; "

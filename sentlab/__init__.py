@@ -1,4 +1,5 @@
 """sentlab: Hydra + MLflow experiment management for LoRA/QLoRA sentiment classifiers."""
+
 from pathlib import Path
 
 from omegaconf import OmegaConf

@@ -1,4 +1,5 @@
 """LoRA adapters (peft) on the backbone: only the adapter and the head train."""
+
 from __future__ import annotations
 
 from omegaconf import OmegaConf

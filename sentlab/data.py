@@ -5,6 +5,7 @@ text and the label. `load_data` reads them, maps every split to exactly two colu
 (`text`: str, `label`: int id into `label_names`), drops rows without text (counted, never
 silently), carves a val split from train when there is none, and caps splits for quick runs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -108,16 +109,23 @@ def load_data(cfg) -> SentimentData:
         splits[split] = _to_text_label(table, cfg, split, where)
         dropped[split] = len(table) - len(splits[split])
         if dropped[split]:
-            log.warning("data %s: dropped %d of %d %s rows whose text was empty or not a string",
-                        cfg["name"], dropped[split], len(table), split)
+            log.warning(
+                "data %s: dropped %d of %d %s rows whose text was empty or not a string",
+                cfg["name"],
+                dropped[split],
+                len(table),
+                split,
+            )
         if len(splits[split]) == 0:
             raise ConfigError(f"data: split '{split}' is empty after dropping empty rows ({where})")
 
     present = set(splits["train"].unique("label"))
     if len(present) < len(cfg["label_names"]):
         absent = [name for i, name in enumerate(cfg["label_names"]) if i not in present]
-        log.warning(f"data {cfg['name']}: no train rows of {_show(absent)}: the model cannot learn to predict "
-                    f"{'it' if len(absent) == 1 else 'them'} (check data.label_column and data.label_names)")
+        log.warning(
+            f"data {cfg['name']}: no train rows of {_show(absent)}: the model cannot learn to predict "
+            f"{'it' if len(absent) == 1 else 'them'} (check data.label_column and data.label_names)"
+        )
     if "val" not in splits:
         splits["train"], splits["val"] = _carve_val(splits["train"], cfg)
         dropped["val"] = 0
@@ -127,8 +135,9 @@ def load_data(cfg) -> SentimentData:
             splits[split] = splits[split].shuffle(seed=cfg["seed"]).select(range(n))
 
     splits = {split: splits[split] for split in SPLITS}
-    log.debug("data %s from %s: %s rows", cfg["name"], source,
-             ", ".join(f"{split} {len(ds)}" for split, ds in splits.items()))
+    log.debug(
+        "data %s from %s: %s rows", cfg["name"], source, ", ".join(f"{split} {len(ds)}" for split, ds in splits.items())
+    )
     return SentimentData(
         name=cfg["name"],
         source=source,
@@ -140,6 +149,7 @@ def load_data(cfg) -> SentimentData:
 
 
 # --- config helpers ---------------------------------------------------------------------------
+
 
 def _as_dict(cfg) -> dict:
     """The data node as a plain dict (interpolations resolved), with defaults filled in."""
@@ -177,9 +187,7 @@ def _check_files(cfg) -> set[str]:
         if not isinstance(name, str) and len(names) != 2:
             raise ConfigError(f"{setting}: a list must be {PAIR_FORMAT}, got {names}")
         if isinstance(name, str) and Path(name).suffix.lower() not in FORMATS:
-            raise ConfigError(
-                f"{setting}: unknown format of '{name}' (use {', '.join(FORMATS)} or {PAIR_FORMAT})"
-            )
+            raise ConfigError(f"{setting}: unknown format of '{name}' (use {', '.join(FORMATS)} or {PAIR_FORMAT})")
         for file_name in names:
             if not (folder / file_name).is_file():
                 raise ConfigError(
@@ -212,6 +220,7 @@ def _show(names) -> str:
 
 
 # --- reading ----------------------------------------------------------------------------------
+
 
 def _read_files(cfg) -> dict:
     """{split: (dataset as read, where it came from)} for each file in data.files.
@@ -321,6 +330,7 @@ def _read_hub(cfg) -> dict:
 
 # --- mapping to (text, label) -----------------------------------------------------------------
 
+
 def _to_text_label(table: datasets.Dataset, cfg, split: str, where: str) -> datasets.Dataset:
     """Keep only `text` (the text column(s), joined with newlines) and `label` (an id into
     label_names); rows whose text is empty or not a string are left out."""
@@ -354,8 +364,13 @@ def _to_text_label(table: datasets.Dataset, cfg, split: str, where: str) -> data
         return out
 
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(cfg["label_names"]))})
-    return table.map(to_text_label, batched=True, remove_columns=table.column_names, features=features,
-                     desc=f"{split}: text and label")
+    return table.map(
+        to_text_label,
+        batched=True,
+        remove_columns=table.column_names,
+        features=features,
+        desc=f"{split}: text and label",
+    )
 
 
 def _label_ids(values, label_names: list[str], split: str, where: str) -> dict:

@@ -14,6 +14,7 @@ process with N times the batch size sees), `gather()` exchanges per-step numbers
 `broadcast()` sends rank 0's resume state and early-stopping decision, and `wrap()` puts DDP around the model.
 Outside a process group (a one-process run never starts one) each of them is the identity.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,7 @@ def shard(batch: list[int]) -> tuple[list[int], float]:
     batches included (n_rank * N / n_global). A rank left without an example (a last batch smaller than N)
     trains on one with factor 0: it must still take part in the gradient all-reduce."""
     n = world_size()
-    mine = batch[rank()::n]
+    mine = batch[rank() :: n]
     return (mine, len(mine) * n / len(batch)) if mine else (batch[:1], 0.0)
 
 
@@ -124,8 +125,10 @@ def processes(n: int, device: torch.device, worker_args: tuple):
     ok, threads = False, torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="sentlab-ranks-") as folder:
         workers = {r: _spawn(Path(folder) / f"rank{r}", (r, n, store.port, device, *worker_args)) for r in range(1, n)}
-        log.info(f"train.num_processes={n}: rank 0 here (pid {os.getpid()}), ranks 1-{n - 1} in pids "
-                 f"{', '.join(str(w.pid) for w in workers.values())}; {_backend(device)} on 127.0.0.1:{store.port}")
+        log.info(
+            f"train.num_processes={n}: rank 0 here (pid {os.getpid()}), ranks 1-{n - 1} in pids "
+            f"{', '.join(str(w.pid) for w in workers.values())}; {_backend(device)} on 127.0.0.1:{store.port}"
+        )
         try:
             if device.type == "cuda":
                 torch.cuda.set_device(0)
@@ -206,8 +209,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(path: Path, rank_: int, n: int, port: int, device: torch.device, cfg, head, train_features, log_file,
-            checkpoint_dir) -> None:
+def _worker(
+    path: Path, rank_: int, n: int, port: int, device: torch.device, cfg, head, train_features, log_file, checkpoint_dir
+) -> None:
     """Rank `rank_` (1..n-1): load the model as rank 0 did, train with it, log nothing to MLflow, write nothing.
     Its log lines go to the run's log file, prefixed `[rank r]`; an error is written to PATH.error for rank 0."""
     _die_with_parent()
@@ -238,16 +242,26 @@ def _worker(path: Path, rank_: int, n: int, port: int, device: torch.device, cfg
         torch.manual_seed(cfg.train.seed + rank_)  # dropout masks of its own, fixed by (seed, rank)
         saved = checkpoints.Checkpoints(checkpoint_dir, cfg.train.checkpoint_every, cfg.train.keep_checkpoints)
         with saved.catch_signals():  # Ctrl-C reaches every process of the terminal: all stop at the same step
-            fit(model, head, train_features, None, cfg.train, device, head.label_names,
-                log_metrics=lambda metrics, step: None, checkpoints=saved)
+            fit(
+                model,
+                head,
+                train_features,
+                None,
+                cfg.train,
+                device,
+                head.label_names,
+                log_metrics=lambda metrics, step: None,
+                checkpoints=saved,
+            )
     except BaseException as err:
         if type(err).__name__ == "Stopped":  # a stop signal ends every rank at the same step: not an error
             log.info(f"rank {rank_}: {err}")
         else:
             log.error(traceback.format_exc())
             if not _is_comm_error(err):  # an error of its own, not rank 0 gone: rank 0 reads it
-                path.with_suffix(".error").write_text(str(err) if isinstance(err, RunError) else
-                                                      f"{type(err).__name__}: {err}")
+                path.with_suffix(".error").write_text(
+                    str(err) if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
+                )
             raise SystemExit(1) from None
     finally:
         if dist.is_initialized():

@@ -10,6 +10,7 @@ run's model. The data's label names must be labels of the run (by name), or be m
 experiment, tagged `sentlab.source_run_id`: test_* metrics (macro averages over the run's labels), the
 confusion matrix, the test split as its dataset. `python -m sentlab.compare --experiment sentlab` lists it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,9 @@ def label_mapping(data_names: list[str], run_names: list[str], label_map: dict[s
     lower = [n.lower() for n in run_names]
     for key in label_map:
         if key not in data_names:
-            raise ConfigError(f"label_map.{key}: '{key}' is not a label of the data (its labels: {', '.join(data_names)})")
+            raise ConfigError(
+                f"label_map.{key}: '{key}' is not a label of the data (its labels: {', '.join(data_names)})"
+            )
     ids, missing = {}, []
     for i, name in enumerate(data_names):
         target = str(label_map.get(name, name)).lower()
@@ -51,8 +54,9 @@ def compose_data(overrides: list[str]):
 
     for override in overrides:
         if not override.startswith(("data=", "data.")):
-            raise ConfigError(f"{override}: an evaluation takes data=<group>, data.<key>=... and label_map.<label>=... "
-                              "overrides only")
+            raise ConfigError(
+                f"{override}: an evaluation takes data=<group>, data.<key>=... and label_map.<label>=... overrides only"
+            )
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
@@ -84,15 +88,24 @@ def evaluate(ref: str, cfg, label_map: dict[str, str]) -> str:
     metrics = evaluation.metrics(classifier.label_names)
 
     source = mlflow.get_run(source_id)
-    tags = {"sentlab.source_run_id": source_id, "sentlab.evaluate": ref, "sentlab.data": data.name,
-            "sentlab.backbone": source.data.tags.get("sentlab.backbone", ""),
-            "sentlab.head": source.data.tags.get("sentlab.head", "")}
+    tags = {
+        "sentlab.source_run_id": source_id,
+        "sentlab.evaluate": ref,
+        "sentlab.data": data.name,
+        "sentlab.backbone": source.data.tags.get("sentlab.backbone", ""),
+        "sentlab.head": source.data.tags.get("sentlab.head", ""),
+    }
     name = f"evaluate {source.info.run_name} on {data.name}"
     with mlflow.start_run(experiment_id=source.info.experiment_id, run_name=name, tags=tags) as run:
-        mlflow.log_params({"source_run_id": source_id, "model": ref,
-                           **{f"label_map.{k}": v for k, v in label_map.items()},
-                           **{f"data.{k}": v for k, v in tracking.flat_params(cfg.data).items()},
-                           "dataset.test_size": len(test)})
+        mlflow.log_params(
+            {
+                "source_run_id": source_id,
+                "model": ref,
+                **{f"label_map.{k}": v for k, v in label_map.items()},
+                **{f"data.{k}": v for k, v in tracking.flat_params(cfg.data).items()},
+                "dataset.test_size": len(test),
+            }
+        )
         mlflow_model.log_inputs(cfg, data, splits=("test",))
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         _log_confusion(evaluation, classifier.label_names)

@@ -11,6 +11,7 @@ adapter is folded into a full-precision base (a QLoRA run's base is reloaded unq
 model's predictions are checked against the adapter's on the held-out batch logged with the model (the run's
 first test texts) before anything is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,10 @@ def export(ref: str, out: Path, merge: bool) -> str:
             texts = mlflow_model.held_out_texts(paths)
             classifier, diff = mlflow_model.merge(cfg, paths["adapter"], texts)
             mlflow_model.save(classifier, out)
-            return (f"exported {ref} merged to {out}; its predictions match the adapter's on {len(texts)} held-out "
-                    f"texts (largest log-probability difference {diff:.1e})")
+            return (
+                f"exported {ref} merged to {out}; its predictions match the adapter's on {len(texts)} held-out "
+                f"texts (largest log-probability difference {diff:.1e})"
+            )
         classifier = mlflow_model.build(cfg, paths["adapter"], full_precision=True)
         classifier.model = classifier.model.unload()  # the base without the LoRA layers
         mlflow_model.save(classifier, out)

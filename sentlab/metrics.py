@@ -1,4 +1,5 @@
 """Classification metrics: accuracy, precision/recall/F1 (macro and per class), confusion matrix."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,11 +20,15 @@ def classification_metrics(labels, preds, label_names: list[str]) -> dict[str, f
 
 def metrics_table(metrics: dict[str, float], label_names: list[str]) -> str:
     """The headline metrics and a precision / recall / F1 row per class, as text for the console."""
-    lines = ["  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")),
-             f"  {'':<{width(label_names)}}  precision  recall      f1"]
+    lines = [
+        "  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")),
+        f"  {'':<{width(label_names)}}  precision  recall      f1",
+    ]
     for name in label_names:
-        lines.append(f"  {name:<{width(label_names)}}  {metrics[f'precision_{name}']:9.4f}  "
-                     f"{metrics[f'recall_{name}']:6.4f}  {metrics[f'f1_{name}']:6.4f}")
+        lines.append(
+            f"  {name:<{width(label_names)}}  {metrics[f'precision_{name}']:9.4f}  "
+            f"{metrics[f'recall_{name}']:6.4f}  {metrics[f'f1_{name}']:6.4f}"
+        )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ Given a DataFrame with a `text` column the model returns, per row, `label`, its 
 `prob_<label>` for every label (a generative run scores its label words; never free text).
 sentlab.predict, export, evaluate and `mlflow models serve` all load through `load`/`build` here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,9 @@ class Classifier:
         if self.adapter:
             self.model.set_adapter(self.adapter)
         rows = Dataset.from_dict({"text": list(texts), "label": list(labels or [0] * len(texts))})
-        settings = SimpleNamespace(eval_batch_size=batch_size or self.cfg.train.eval_batch_size,
-                                   precision=self.precision)
+        settings = SimpleNamespace(
+            eval_batch_size=batch_size or self.cfg.train.eval_batch_size, precision=self.precision
+        )
         return evaluate(self.model, self.head, self.head.encode(rows), settings, self.model.device, desc="predict")
 
     def log_probs(self, texts: list[str], batch_size: int | None = None):
@@ -71,8 +73,9 @@ class Classifier:
 
         probs = np.exp(self.log_probs(texts, batch_size).astype(np.float64))
         best = probs.argmax(axis=1)
-        frame = pd.DataFrame({"label": [self.label_names[i] for i in best],
-                              "probability": probs[np.arange(len(best)), best]})
+        frame = pd.DataFrame(
+            {"label": [self.label_names[i] for i in best], "probability": probs[np.arange(len(best)), best]}
+        )
         for i, name in enumerate(self.label_names):
             frame[f"prob_{name}"] = probs[:, i]
         return frame
@@ -102,8 +105,14 @@ def build(cfg, folder: str, merged: bool = False, full_precision: bool = False) 
         model = head.model_class().from_pretrained(folder)
     else:
         quantization = None if full_precision else quant.quantization_config(cfg.quant)
-        base = backbones.load_model(head.model_class(), cfg.backbone, tokenizer,
-                                    quantization_config=quantization, head_from_adapter=True, **head.model_kwargs())
+        base = backbones.load_model(
+            head.model_class(),
+            cfg.backbone,
+            tokenizer,
+            quantization_config=quantization,
+            head_from_adapter=True,
+            **head.model_kwargs(),
+        )
         model = PeftModel.from_pretrained(base, folder)
     if not quant.is_4bit(model) and not getattr(model, "is_loaded_in_8bit", False):
         model = model.to(pick_device("auto"))  # bitsandbytes places quantized weights itself
@@ -121,13 +130,17 @@ def build_shared(paths: list[dict[str, str]], refs: list[str]) -> list[Classifie
     cfgs = [OmegaConf.load(p["config"]) for p in paths]
 
     def base(cfg):
-        return (f"backbone.source={cfg.backbone.source} head={cfg.head.name} quant={cfg.quant.name} "
-                f"labels={len(cfg.data.label_names)}")
+        return (
+            f"backbone.source={cfg.backbone.source} head={cfg.head.name} quant={cfg.quant.name} "
+            f"labels={len(cfg.data.label_names)}"
+        )
 
     for ref, path, cfg in zip(refs, paths, cfgs):
         if "adapter" not in path:
-            raise ConfigError(f"{ref}: its model is merged (tracking.log_model=merged); comparing swaps adapters "
-                              "on one base: compare runs logged with tracking.log_model=adapter")
+            raise ConfigError(
+                f"{ref}: its model is merged (tracking.log_model=merged); comparing swaps adapters "
+                "on one base: compare runs logged with tracking.log_model=adapter"
+            )
         if base(cfg) != base(cfgs[0]):
             raise ConfigError(f"{ref}: {base(cfg)}, but {refs[0]}: {base(cfgs[0])}; compare runs of one base")
     first = build(cfgs[0], paths[0]["adapter"])
@@ -158,8 +171,10 @@ def merge(cfg, adapter_dir: str, texts: list[str]) -> tuple[Classifier, float]:
     after = classifier.log_probs(texts)
     diff = float(np.abs(before - after).max())
     if diff > MERGE_TOLERANCE or (before.argmax(axis=1) != after.argmax(axis=1)).any():
-        raise MergeMismatch(f"the merged model's predictions differ from the adapter's on {len(texts)} held-out "
-                            f"texts (largest log-probability difference {diff:.2e})")
+        raise MergeMismatch(
+            f"the merged model's predictions differ from the adapter's on {len(texts)} held-out "
+            f"texts (largest log-probability difference {diff:.2e})"
+        )
     return classifier, diff
 
 
@@ -176,18 +191,27 @@ def save(classifier: Classifier, folder: Path) -> None:
     if classifier.head.name == "generative":
         head, built = classifier.cfg.head, classifier.head
         # The template as the model reads it (rendered through the chat template with head.chat_template).
-        info = {"template": built.prefix + "{text}" + built.suffix, "label_prefix": built.label_prefix,
-                "add_bos": bool(head.add_bos), "label_names": names, "label_words": built.label_words,
-                "chat_template": built.chat_template, "calibration": built.calibration,
-                "use": "score each prefix+label word after the filled template; the best one is the label"}
+        info = {
+            "template": built.prefix + "{text}" + built.suffix,
+            "label_prefix": built.label_prefix,
+            "add_bos": bool(head.add_bos),
+            "label_names": names,
+            "label_words": built.label_words,
+            "chat_template": built.chat_template,
+            "calibration": built.calibration,
+            "use": "score each prefix+label word after the filled template; the best one is the label",
+        }
         if built.calibration == "contextual":
             info["content_free"] = built.content_free
-            info["use"] += ("; contextual calibration: divide the label probabilities by the mean label "
-                            "probabilities of the content_free texts, renormalize")
+            info["use"] += (
+                "; contextual calibration: divide the label probabilities by the mean label "
+                "probabilities of the content_free texts, renormalize"
+            )
         (Path(folder) / "classifier.json").write_text(json.dumps(info, indent=1))
 
 
 # -- MLflow --------------------------------------------------------------------------------------
+
 
 class SentlabModel(mlflow.pyfunc.PythonModel):
     """The pyfunc: rebuilds the classifier from its artifacts; DataFrame[text] -> label and probabilities."""
@@ -223,8 +247,13 @@ def log_model(cfg, data):
     names = list(data.label_names)
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "text")]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability"),
-                        *[ColSpec("double", f"prob_{name}") for name in names]]),
+        outputs=Schema(
+            [
+                ColSpec("string", "label"),
+                ColSpec("double", "probability"),
+                *[ColSpec("double", f"prob_{name}") for name in names],
+            ]
+        ),
     )
     example = pd.DataFrame({"text": data.splits["test"]["text"][:EXAMPLE_ROWS]})
     run_id = mlflow.active_run().info.run_id
@@ -241,15 +270,25 @@ def log_model(cfg, data):
             else:
                 artifacts["adapter"] = mlflow.get_artifact_uri("adapter")
             info = mlflow.models.Model.log(
-                artifact_path=None, name=ARTIFACT, flavor=_Pyfunc, flavor_name="pyfunc", python_model=SentlabModel(),
-                artifacts=artifacts, signature=signature, input_example=example, pip_requirements=requirements(),
-                registered_model_name=register, validate_serving_input=False,
+                artifact_path=None,
+                name=ARTIFACT,
+                flavor=_Pyfunc,
+                flavor_name="pyfunc",
+                python_model=SentlabModel(),
+                artifacts=artifacts,
+                signature=signature,
+                input_example=example,
+                pip_requirements=requirements(),
+                registered_model_name=register,
+                validate_serving_input=False,
             )
     finally:
         pyfunc_log.setLevel(level)
     if register:
-        log.info(f"registry: {register} version {info.registered_model_version} is models:/{register}/"
-                 f"{info.registered_model_version}")
+        log.info(
+            f"registry: {register} version {info.registered_model_version} is models:/{register}/"
+            f"{info.registered_model_version}"
+        )
     return info
 
 
@@ -276,14 +315,18 @@ def log_inputs(cfg, data, splits=("train", "val", "test")) -> None:
     """Each split as an MLflow dataset input (name, source, content digest, rows; the split as context)."""
     from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
-    source = data.source if cfg.data.get("dir") else HuggingFaceDatasetSource(
-        path=cfg.data.hub_id, config_name=cfg.data.get("hub_subset"))
+    source = (
+        data.source
+        if cfg.data.get("dir")
+        else HuggingFaceDatasetSource(path=cfg.data.hub_id, config_name=cfg.data.get("hub_subset"))
+    )
     for split in splits:
         rows = data.splits[split]
         with warnings.catch_warnings():  # MLflow's notes: a folder "can be interpreted in multiple ways"
             warnings.simplefilter("ignore", UserWarning)  # (all local), integer columns hold no missing values
-            dataset = mlflow.data.from_pandas(rows.to_pandas(), source=source, name=f"{data.name}-{split}",
-                                              targets="label")
+            dataset = mlflow.data.from_pandas(
+                rows.to_pandas(), source=source, name=f"{data.name}-{split}", targets="label"
+            )
             try:
                 mlflow.log_input(dataset, context=split)
             except mlflow.exceptions.MlflowException as err:
@@ -305,8 +348,10 @@ def held_out_texts(paths: dict[str, str]) -> list[str]:
 def use_store(uri: str) -> None:
     """Point MLflow at an existing store (an entry point's --tracking-uri); never creates one."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"--tracking-uri: no MLflow store at {uri} (train a run first, or point --tracking-uri "
-                          "at the store, e.g. sqlite:///runs/mlflow.db or http://127.0.0.1:5000)")
+        raise ConfigError(
+            f"--tracking-uri: no MLflow store at {uri} (train a run first, or point --tracking-uri "
+            "at the store, e.g. sqlite:///runs/mlflow.db or http://127.0.0.1:5000)"
+        )
     mlflow.set_tracking_uri(uri)
 
 
@@ -332,8 +377,10 @@ def download(ref: str, dst: str) -> dict[str, str]:
         folder = mlflow.artifacts.download_artifacts(uri, dst_path=dst)
     except (MlflowException, OSError) as err:
         if uri.startswith("runs:/"):
-            raise ConfigError(f"run {run_id}: has no MLflow model '{ARTIFACT}' (it was logged before runs "
-                              "logged models, or did not finish: train it again)") from None
+            raise ConfigError(
+                f"run {run_id}: has no MLflow model '{ARTIFACT}' (it was logged before runs "
+                "logged models, or did not finish: train it again)"
+            ) from None
         reason = getattr(err, "message", str(err)).splitlines()[0]
         raise ConfigError(f"{uri}: {reason} (check the model name and its version or alias in {store})") from None
     pyfunc = Model.load(folder).flavors.get("python_function", {})

@@ -1,4 +1,5 @@
 """One run, start to end: validate, load data and model, add LoRA, train, test, log it all to MLflow."""
+
 from __future__ import annotations
 
 import gc
@@ -68,7 +69,7 @@ def run(cfg, overrides: list[str] = (), sweep_dir: str | None = None, hydra_dir:
 
 
 def _job_tags(cfg, overrides) -> dict:
-    """The tags every run of a job carries: its overrides and, for a trial of an Optuna sweep, its number in the study."""
+    """The tags every run of a job carries: its overrides and, for an Optuna trial, its number in the study."""
     tags = {"sentlab.overrides": " ".join(overrides)}
     if cfg.get("trial"):
         tags["sentlab.trial"] = str(cfg.trial.number)
@@ -78,7 +79,7 @@ def _job_tags(cfg, overrides) -> dict:
 def _result(run) -> dict:
     """A FINISHED run's id and metrics, as _run returns them."""
     metrics = run.data.metrics
-    split = {s: {k[len(s) + 1:]: v for k, v in metrics.items() if k.startswith(s + "_")} for s in ("val", "test")}
+    split = {s: {k[len(s) + 1 :]: v for k, v in metrics.items() if k.startswith(s + "_")} for s in ("val", "test")}
     return {"run_id": run.info.run_id, **split, "train_time_s": metrics.get("train_time_s")}
 
 
@@ -94,8 +95,10 @@ def _reuse(done, cfg, overrides, sweep: dict, experiment_id: str, config_hash: s
     tags = {k: v for k, v in done.data.tags.items() if k.startswith("sentlab.") and k not in own}
     tags.update(_job_tags(cfg, overrides))
     run_id = tracking.reuse_run(experiment_id, name, parent, tags, done)
-    log.info(f"reuse: {name!r} already FINISHED as run {done.info.run_id}: child run {run_id} carries its results "
-             f"(force=true reruns it)")
+    log.info(
+        f"reuse: {name!r} already FINISHED as run {done.info.run_id}: child run {run_id} carries its results "
+        f"(force=true reruns it)"
+    )
     return {**_result(done), "run_id": run_id}
 
 
@@ -106,27 +109,37 @@ def _resume(cfg, overrides: list[str], hydra_dir: str | None) -> dict:
     try:
         run = client.get_run(str(cfg.resume))
     except tracking.mlflow.exceptions.MlflowException:
-        raise ConfigError(f"resume: no run {cfg.resume} in {cfg.tracking.uri} (the id in the stop message or the "
-                          f"MLflow UI; runs_dir=... for another store)") from None
+        raise ConfigError(
+            f"resume: no run {cfg.resume} in {cfg.tracking.uri} (the id in the stop message or the "
+            f"MLflow UI; runs_dir=... for another store)"
+        ) from None
     status, run_id = run.info.status, run.info.run_id
     if status == "FINISHED":
         log.info(f"resume: run {run_id} ({run.info.run_name}) already FINISHED: nothing to do")
         return _result(run)
     if status not in ("KILLED", "RUNNING"):
-        raise ConfigError(f"resume: run {run_id} is {status} ({run.data.tags.get('error', 'no error recorded')}); "
-                          f"rerun its command to train it again")
+        raise ConfigError(
+            f"resume: run {run_id} is {status} ({run.data.tags.get('error', 'no error recorded')}); "
+            f"rerun its command to train it again"
+        )
     if tracking.is_alive(run):
-        raise ConfigError(f"resume: run {run_id} is still RUNNING (pid {run.data.tags.get('sentlab.pid')} on "
-                          f"{run.data.tags.get('sentlab.host')}); stop it first")
+        raise ConfigError(
+            f"resume: run {run_id} is still RUNNING (pid {run.data.tags.get('sentlab.pid')} on "
+            f"{run.data.tags.get('sentlab.host')}); stop it first"
+        )
     if any(not tracking.is_infra(o.split("=")[0]) for o in overrides) and (
-            tracking.config_hash(cfg) != run.data.tags.get("sentlab.config_hash")):
-        raise ConfigError(f"resume: the overrides given change run {run_id}'s config (resume with resume={run_id} "
-                          f"and infrastructure keys only)")
+        tracking.config_hash(cfg) != run.data.tags.get("sentlab.config_hash")
+    ):
+        raise ConfigError(
+            f"resume: the overrides given change run {run_id}'s config (resume with resume={run_id} "
+            f"and infrastructure keys only)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         logged = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
     # Resumed on its own, a trial's run reports to no study (rerun the sweep's command to resume it as its trial).
-    logged = OmegaConf.merge(logged, {"runs_dir": cfg.runs_dir, "tracking": cfg.tracking, "resume": run_id,
-                                      "trial": None})
+    logged = OmegaConf.merge(
+        logged, {"runs_dir": cfg.runs_dir, "tracking": cfg.tracking, "resume": run_id, "trial": None}
+    )
     return _run(logged, run.data.tags.get("sentlab.overrides", "").split(), None, hydra_dir, resume_run=run)
 
 
@@ -143,8 +156,10 @@ def prepare(cfg) -> tuple:
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    hashes = {"sentlab.config_hash": tracking.config_hash(cfg),  # of the config as asked for (what a sweep looks up)
-              "sentlab.setting_hash": tracking.config_hash(cfg, seeds=False)}
+    hashes = {
+        "sentlab.config_hash": tracking.config_hash(cfg),  # of the config as asked for (what a sweep looks up)
+        "sentlab.setting_hash": tracking.config_hash(cfg, seeds=False),
+    }
     model_config = backbones.load_config(cfg.backbone)  # an unknown source fails here, before the data loads
     head_class(cfg.head.name).check_backbone(model_config)
     data = load_data(cfg.data)
@@ -155,8 +170,9 @@ def prepare(cfg) -> tuple:
     return hashes, data, tokenizer, head, quant.quantization_config(cfg.quant), pick_device(cfg.train.device)
 
 
-def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None,
-           resume_run=None) -> dict:
+def _start(
+    cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hydra_dir: str | None, resume_run=None
+) -> dict:
     """The MLflow run of a prepared config: a new one, or resume_run (or an interrupted run of the same config)
     resumed. Anything that fails in it marks it FAILED; a stop signal marks it KILLED, with a checkpoint."""
     hashes, data, tokenizer, head, quantization, device = prepared
@@ -191,8 +207,9 @@ def _start(cfg, prepared: tuple, overrides: list[str], sweep_dir: str | None, hy
         log.info(f"resume: run {active.info.run_id} ({name}) from its last checkpoint")
     run_id = active.info.run_id
     tracking.mlflow.set_tags(tracking.process_tags())
-    saved = checkpoints.Checkpoints(checkpoints.folder(cfg.runs_dir, run_id), cfg.train.checkpoint_every,
-                                    cfg.train.keep_checkpoints)
+    saved = checkpoints.Checkpoints(
+        checkpoints.folder(cfg.runs_dir, run_id), cfg.train.checkpoint_every, cfg.train.keep_checkpoints
+    )
     status = "FAILED"
     try:
         if resume_run is None:
@@ -247,8 +264,10 @@ def _resume_command(cfg, run_id: str, sweep: dict | None) -> str:
 def _cap_max_length(cfg, limit: int | None) -> None:
     """train.max_length above what the backbone can take would crash on the first long text: cap it, and say so."""
     if limit is not None and cfg.train.max_length > limit:
-        log.warning(f"train.max_length={cfg.train.max_length} is more than the {limit} tokens the backbone takes: "
-                    f"capped to {limit}")
+        log.warning(
+            f"train.max_length={cfg.train.max_length} is more than the {limit} tokens the backbone takes: "
+            f"capped to {limit}"
+        )
         cfg.train.max_length = limit
 
 
@@ -306,13 +325,25 @@ def _train_and_log(cfg, data, head, tokenizer, quantization, device, saved: chec
         kept = {"epoch": 0, "val": None, "train_time_s": 0.0}
         if cfg.train.epochs > 0:
             # train.num_processes > 1: this process is rank 0, the others train beside it (sentlab.distributed)
-            workers = (OmegaConf.create(tracking.resolved(cfg)), head, features["train"], console.log_file(),
-                       saved.path)
+            workers = (
+                OmegaConf.create(tracking.resolved(cfg)),
+                head,
+                features["train"],
+                console.log_file(),
+                saved.path,
+            )
             trial = cfg.get("trial")  # an Optuna trial: reports each epoch, may be pruned (raises study.Pruned)
             with distributed.processes(cfg.train.get("num_processes", 1), device, workers):
                 kept = fit(
-                    model, head, features["train"], features["val"], cfg.train, device, data.label_names,
-                    log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step), checkpoints=saved,
+                    model,
+                    head,
+                    features["train"],
+                    features["val"],
+                    cfg.train,
+                    device,
+                    data.label_names,
+                    log_metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step),
+                    checkpoints=saved,
                     after_epoch=study.epoch_hook(trial, cfg.train, mlflow.active_run().info.run_id) if trial else None,
                 )
     train_time = kept["train_time_s"]
@@ -354,8 +385,9 @@ def _log_predictions(evaluation, label_names, path: str) -> None:
     import numpy as np
     import pandas as pd
 
-    frame = pd.DataFrame({"id": np.arange(len(evaluation.labels)), "label": evaluation.labels,
-                          "prediction": evaluation.preds})
+    frame = pd.DataFrame(
+        {"id": np.arange(len(evaluation.labels)), "label": evaluation.labels, "prediction": evaluation.preds}
+    )
     for i, name in enumerate(label_names):
         frame[f"prob_{name}"] = np.exp(evaluation.log_probs[:, i]).round(6)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,7 @@ arguments, --file (.txt: one per line; .csv, .tsv, .jsonl: the --text-column) or
 classified in batches sorted by length; the output is one JSON line per text (label, probability, prob_<label>)
 on standard output, or --out FILE.jsonl / FILE.csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,10 @@ def read_texts(path: str, text_column: str) -> list[str]:
     else:
         table = pd.read_csv(file, sep=TABLES[suffix], keep_default_na=False, dtype=str)
     if text_column not in table.columns:
-        raise ConfigError(f"--text-column: no column '{text_column}' in {file} (columns: "
-                          f"{', '.join(map(str, table.columns))}); set --text-column=<one of them>")
+        raise ConfigError(
+            f"--text-column: no column '{text_column}' in {file} (columns: "
+            f"{', '.join(map(str, table.columns))}); set --text-column=<one of them>"
+        )
     return [str(t) for t in table[text_column]]
 
 
@@ -80,10 +83,18 @@ def compare(refs: list[str], texts: list[str], batch_size: int | None):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m sentlab.predict", description=__doc__.split("\n")[0])
-    p.add_argument("args", nargs="*", metavar="MODEL [TEXT ...]",
-                   help="a run id, runs:/ or models:/ URI, then texts (with --compare: texts only)")
-    p.add_argument("--compare", nargs="+", metavar="MODEL",
-                   help="runs on one base to compare side by side (texts before it, or from --file or standard input)")
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="MODEL [TEXT ...]",
+        help="a run id, runs:/ or models:/ URI, then texts (with --compare: texts only)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="MODEL",
+        help="runs on one base to compare side by side (texts before it, or from --file or standard input)",
+    )
     p.add_argument("--file", help="texts: .txt (one per line), .csv, .tsv or .jsonl (see --text-column)")
     p.add_argument("--text-column", default="text", help="the column of --file that holds the texts (default: text)")
     p.add_argument("--out", help="write .jsonl or .csv here instead of JSON lines on standard output")

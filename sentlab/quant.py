@@ -9,6 +9,7 @@ k-bit preparation. When bitsandbytes cannot run here, `quant.fallback` decides: 
 before the run starts, `full_precision` warns and loads the model unquantized (the run is tagged
 `sentlab.quant_fallback`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -86,7 +87,9 @@ def quantization_config(quant):
                 f"quant: quant={quant.name} needs bitsandbytes, but {reason} "
                 "(use quant=none, or quant.fallback=full_precision to train unquantized with a warning)"
             )
-        warnings.warn(f"quant={quant.name}: {reason}; training in FULL PRECISION instead (quant.fallback)")
+        warnings.warn(
+            f"quant={quant.name}: {reason}; training in FULL PRECISION instead (quant.fallback)", stacklevel=2
+        )
         return None
 
     from transformers import BitsAndBytesConfig

@@ -1,4 +1,5 @@
 """Statistics for comparing runs: a metric over repeated seeds, and a paired test of two settings on one test set."""
+
 from __future__ import annotations
 
 import math
@@ -31,10 +32,13 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed
     per_example = np.asarray(a, dtype=float).mean(axis=0) - np.asarray(b, dtype=float).mean(axis=0)
     n = len(per_example)
     rng = np.random.default_rng(seed)
-    diffs = np.concatenate([  # in chunks: resamples x examples indices at once could be gigabytes
-        per_example[rng.integers(0, n, size=(chunk, n))].mean(axis=1)
-        for chunk in [1000] * (resamples // 1000) + [resamples % 1000] if chunk
-    ])
+    diffs = np.concatenate(
+        [  # in chunks: resamples x examples indices at once could be gigabytes
+            per_example[rng.integers(0, n, size=(chunk, n))].mean(axis=1)
+            for chunk in [1000] * (resamples // 1000) + [resamples % 1000]
+            if chunk
+        ]
+    )
     low, high = np.percentile(diffs, [2.5, 97.5])
     p = min(1.0, 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean())))
     return {"diff": float(per_example.mean()), "low": float(low), "high": float(high), "p": p}

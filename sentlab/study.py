@@ -6,6 +6,7 @@ trial as the override `trial={storage: URL, study: NAME, number: N}` (config key
 the storage, where the sweeper also left the pruner's config (study user attribute `sentlab.pruner`), so that
 every process judges trials alike.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,10 @@ def build(spec: dict | None, setting: str, base: type, example: str):
     except Exception:
         cls = None
     if cls is None or not issubclass(cls, base):
-        raise ConfigError(f"{setting}: {target!r} is not an Optuna {base.__name__.removeprefix('Base').lower()} "
-                          f"(e.g. {setting}._target_={example})")
+        raise ConfigError(
+            f"{setting}: {target!r} is not an Optuna {base.__name__.removeprefix('Base').lower()} "
+            f"(e.g. {setting}._target_={example})"
+        )
     try:
         return cls(**spec)
     except (TypeError, ValueError) as err:
@@ -73,8 +76,10 @@ def epoch_hook(trial_cfg, train_cfg, run_id: str | None = None):
     optuna = load_optuna()
     storage = optuna.storages.RDBStorage(trial_cfg.storage)
     study = optuna.load_study(study_name=trial_cfg.study, storage=storage)
-    study.pruner = build(study.user_attrs.get(PRUNER_ATTR), "hydra.sweeper.pruner", optuna.pruners.BasePruner,
-                         "") or optuna.pruners.NopPruner()
+    study.pruner = (
+        build(study.user_attrs.get(PRUNER_ATTR), "hydra.sweeper.pruner", optuna.pruners.BasePruner, "")
+        or optuna.pruners.NopPruner()
+    )
     current = trial(study, storage, trial_cfg.number)
     if run_id:
         current.set_user_attr("mlflow_run_id", run_id)
@@ -84,8 +89,10 @@ def epoch_hook(trial_cfg, train_cfg, run_id: str | None = None):
         current.report(val[metric], epoch)
         if epoch < train_cfg.epochs and current.should_prune():
             study.tell(trial_cfg.number, state=optuna.trial.TrialState.PRUNED)
-            log.info(f"pruned: trial {trial_cfg.number} stops after epoch {epoch} of {train_cfg.epochs} "
-                     f"(val_{metric}={val[metric]:.4f}; the study's pruner judges it hopeless)")
+            log.info(
+                f"pruned: trial {trial_cfg.number} stops after epoch {epoch} of {train_cfg.epochs} "
+                f"(val_{metric}={val[metric]:.4f}; the study's pruner judges it hopeless)"
+            )
             raise Pruned(epoch, val)
 
     return after_epoch

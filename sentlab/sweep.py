@@ -6,6 +6,7 @@ Jobs themselves (sentlab.pipeline.run) nest under the parent, resume their inter
 that already FINISHED with that run's results, and record their own failures; sentlab.train keeps a failed
 job from stopping the sweep (a stop signal does stop it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,9 @@ def sweep_id(config) -> str:
     overrides, the preset and the sweeper's settings included, `force`, n_trials and n_jobs left out. Running the
     same sweep command again finds its parent run by it."""
     overrides = [o for o in config.hydra.overrides.task if not o.startswith("force=")]
-    overrides += [o for o in config.hydra.overrides.hydra
-                  if o.startswith("hydra.sweeper.") and o.split("=")[0] not in HOW_LONG]
+    overrides += [
+        o for o in config.hydra.overrides.hydra if o.startswith("hydra.sweeper.") and o.split("=")[0] not in HOW_LONG
+    ]
     text = json.dumps([config.tracking.experiment, sorted(overrides)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -52,7 +54,7 @@ class SweepCallback(Callback):
         except Exception:  # a sweeper that cannot be loaded: Hydra says so when it instantiates it
             sweeper = None
         if hasattr(sweeper, "check"):  # a sweeper that can check its settings (sentlab's Optuna sweeper) does it
-            try:                       # here, before the sweep's parent run exists: bad input leaves no run behind
+            try:  # here, before the sweep's parent run exists: bad input leaves no run behind
                 sweeper.check(config)
             except ConfigError as error:
                 print(f"sentlab: error: {error}", file=sys.stderr)
@@ -62,11 +64,17 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         client = tracking.mlflow.MlflowClient()
         identity = sweep_id(config)
-        tags = {"sentlab.sweep": "parent", "sentlab.sweep_id": identity, "sentlab.sweep_dir": str(sweep_dir),
-                "sentlab.overrides": " ".join(overrides)}
+        tags = {
+            "sentlab.sweep": "parent",
+            "sentlab.sweep_id": identity,
+            "sentlab.sweep_dir": str(sweep_dir),
+            "sentlab.overrides": " ".join(overrides),
+        }
         found = client.search_runs(
-            [experiment_id], filter_string=f"tags.`sentlab.sweep_id` = '{identity}'",
-            order_by=["attributes.start_time DESC"], max_results=1,
+            [experiment_id],
+            filter_string=f"tags.`sentlab.sweep_id` = '{identity}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
         )
         if found:  # the same sweep command again: it continues its parent run
             parent_id = found[0].info.run_id
@@ -92,8 +100,9 @@ class SweepCallback(Callback):
         client = tracking.mlflow.MlflowClient()
         client.log_batch(
             self.parent_run_id,
-            metrics=[tracking.mlflow.entities.Metric(k, v, int(time.time() * 1000), 0)
-                     for k, v in summary["metrics"].items()],
+            metrics=[
+                tracking.mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary["metrics"].items()
+            ],
             tags=[tracking.mlflow.entities.RunTag(k, v) for k, v in summary["tags"].items()],
         )
         client.log_dict(self.parent_run_id, summary["data"], SUMMARY_FILE)
@@ -102,8 +111,16 @@ class SweepCallback(Callback):
         if summary["data"]["repeated"]:  # settings over several seeds: their aggregated table goes to the parent
             from sentlab import compare
 
-            compare.main(["--store", config.tracking.uri, "--sweep", self.parent_run_id,
-                          "--out", str(Path(config.runs_dir) / "compare" / self.parent_run_id)])
+            compare.main(
+                [
+                    "--store",
+                    config.tracking.uri,
+                    "--sweep",
+                    self.parent_run_id,
+                    "--out",
+                    str(Path(config.runs_dir) / "compare" / self.parent_run_id),
+                ]
+            )
         if config.tracking.get("registered_model") and summary["data"]["best"]:
             register_best(config.tracking.registered_model, summary["data"]["best"]["run_id"])
         client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
@@ -127,8 +144,9 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
     for run in client.search_runs([experiment_id], filter_string=search + " and attributes.status = 'RUNNING'"):
         client.set_tag(run.info.run_id, "error", "the job ended without closing its run (process killed?)")
         client.set_terminated(run.info.run_id, "KILLED")
-    children = client.search_runs([experiment_id], filter_string=search, max_results=50000,
-                                  order_by=["attributes.start_time DESC"])
+    children = client.search_runs(
+        [experiment_id], filter_string=search, max_results=50000, order_by=["attributes.start_time DESC"]
+    )
     jobs = list({r.data.tags.get("sentlab.config_hash", r.info.run_id): r for r in reversed(children)}.values())
     reused = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" in r.data.tags]
     finished = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" not in r.data.tags]
@@ -140,12 +158,15 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
     scored = [r for r in finished + reused if math.isfinite(r.data.metrics.get(key, math.nan))]
     best = max(scored, key=lambda r: r.data.metrics[key], default=None)
 
-    lines = [f"sweep: {len(finished)} finished, {len(failed)} failed, {len(reused)} reused "
-             f"(already FINISHED elsewhere; force=true reruns them)"
-             + (f", {len(pruned)} pruned (stopped early by the Optuna pruner)" if pruned else "")
-             + f"; parent run {parent_run_id}"]
-    lines += [f"  {r.info.status:<7} {r.info.run_name}: {r.data.tags.get('error', '?').splitlines()[0][:200]}"
-              for r in failed]
+    lines = [
+        f"sweep: {len(finished)} finished, {len(failed)} failed, {len(reused)} reused "
+        f"(already FINISHED elsewhere; force=true reruns them)"
+        + (f", {len(pruned)} pruned (stopped early by the Optuna pruner)" if pruned else "")
+        + f"; parent run {parent_run_id}"
+    ]
+    lines += [
+        f"  {r.info.status:<7} {r.info.run_name}: {r.data.tags.get('error', '?').splitlines()[0][:200]}" for r in failed
+    ]
     if best is not None:
         lines.append(f"  best    {best.info.run_name}: {key}={best.data.metrics[key]:.4f} (run {best.info.run_id})")
     lines.append(f"  compare: python -m sentlab.compare --sweep {parent_run_id}")
@@ -162,8 +183,12 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
         "select_metric": key,
         "repeated": len(set(settings)) < len(settings),  # some setting ran with several seeds
     }
-    metrics = {"sweep_finished": len(finished), "sweep_failed": len(failed), "sweep_reused": len(reused),
-               "sweep_pruned": len(pruned)}
+    metrics = {
+        "sweep_finished": len(finished),
+        "sweep_failed": len(failed),
+        "sweep_reused": len(reused),
+        "sweep_pruned": len(pruned),
+    }
     tags = {"sentlab.summary": "\n".join(lines)[:5000]}
     if best is not None:
         metrics[f"best_{key}"] = best.data.metrics[key]

@@ -1,4 +1,5 @@
 """MLflow tracking: the store, the run of each job (a child of its sweep's parent run), params and artifacts."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,18 @@ from sentlab import PACKAGE_DIR  # noqa: E402
 MAX_PARAM_LENGTH = 500  # longer values are cut in params; the full YAML is an artifact
 SWEEP_FILE = "sweep.json"  # in a sweep's folder: the parent run every job nests under, the fixed overrides
 # Keys that do not change what a run computes: left out of run names and of the config hash.
-INFRA_KEYS = ("runs_dir", "run_name", "tracking", "hydra", "sweep", "force", "resume", "trial",
-              "train.checkpoint_every", "train.keep_checkpoints")
+INFRA_KEYS = (
+    "runs_dir",
+    "run_name",
+    "tracking",
+    "hydra",
+    "sweep",
+    "force",
+    "resume",
+    "trial",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+)
 
 
 def connect(tracking) -> str:
@@ -65,8 +76,7 @@ def run_name(overrides: list[str], cfg, sweep: dict | None = None) -> str:
         return cfg.run_name
     common = set(sweep["fixed_overrides"]) if sweep else set()
     shown = [
-        o for o in overrides
-        if o not in common and not is_infra(o.split("=")[0]) and not o.startswith("train.seed=")
+        o for o in overrides if o not in common and not is_infra(o.split("=")[0]) and not o.startswith("train.seed=")
     ]
     return " ".join(shown) or f"{cfg.backbone.name}/{cfg.head.name}/{cfg.data.name}"
 
@@ -79,9 +89,13 @@ def resolved(cfg) -> dict:
 def config_hash(cfg, seeds: bool = True) -> str:
     """A fingerprint of what a run computes: the resolved config without infrastructure keys. With seeds=False,
     the fingerprint of its setting (tag `sentlab.setting_hash`): runs that share it are repeats over seeds."""
+
     def drop_infra(node: dict, prefix: str = "") -> dict:
-        return {k: drop_infra(v, f"{prefix}{k}.") if isinstance(v, dict) else v
-                for k, v in node.items() if not is_infra(prefix + str(k))}
+        return {
+            k: drop_infra(v, f"{prefix}{k}.") if isinstance(v, dict) else v
+            for k, v in node.items()
+            if not is_infra(prefix + str(k))
+        }
 
     data = drop_infra(resolved(cfg))
     if data.get("train", {}).get("num_processes") == 1:  # added later: one process hashes as the runs before it
@@ -110,9 +124,7 @@ def flat_params(cfg) -> dict[str, str]:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
@@ -167,7 +179,8 @@ def interrupted_runs(experiment_id: str, config_hash: str, parent_run_id: str | 
     """Runs of this config, in this sweep (or, for None, in no sweep), that stopped before the end: KILLED by
     a signal, or RUNNING with a dead process (SIGKILL, out of memory). Newest first."""
     return [
-        r for r in runs_of(experiment_id, config_hash)
+        r
+        for r in runs_of(experiment_id, config_hash)
         if r.data.tags.get("mlflow.parentRunId") == parent_run_id
         and (r.info.status == "KILLED" or (r.info.status == "RUNNING" and is_alive(r) is False))
     ]
@@ -178,10 +191,16 @@ def reuse_run(experiment_id: str, name: str, parent_run_id: str, tags: dict, don
     run's params and metrics and says whose results it reuses (tag `sentlab.reuses`)."""
     client = mlflow.MlflowClient()
     source = done.data.tags.get("sentlab.reuses", done.info.run_id)
-    run = client.create_run(experiment_id, run_name=name, tags={
-        **tags, "mlflow.parentRunId": parent_run_id, "sentlab.reuses": source,
-        "mlflow.note.content": f"Reuses the results of run {source} (same config, already FINISHED).",
-    })
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={
+            **tags,
+            "mlflow.parentRunId": parent_run_id,
+            "sentlab.reuses": source,
+            "mlflow.note.content": f"Reuses the results of run {source} (same config, already FINISHED).",
+        },
+    )
     try:
         now = int(time.time() * 1000)
         client.log_batch(
@@ -194,13 +213,19 @@ def reuse_run(experiment_id: str, name: str, parent_run_id: str, tags: dict, don
     return run.info.run_id
 
 
-def failed_run(experiment_id: str, name: str, parent_run_id: str | None, tags: dict, params: dict, error: BaseException):
+def failed_run(
+    experiment_id: str, name: str, parent_run_id: str | None, tags: dict, params: dict, error: BaseException
+):
     """Record a job that failed before its run could start (e.g. a bad setting in one sweep job) as a FAILED run."""
     client = mlflow.MlflowClient()
     run = client.create_run(
-        experiment_id, run_name=name,
-        tags={**tags, **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
-              "error": f"{type(error).__name__}: {error}"[:5000]},
+        experiment_id,
+        run_name=name,
+        tags={
+            **tags,
+            **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
+            "error": f"{type(error).__name__}: {error}"[:5000],
+        },
     )
     try:
         client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])

@@ -1,10 +1,11 @@
 """Train one configuration, or a sweep of them with -m.
 
-    python -m sentlab.train                            # MiniLM + LoRA on the demo data
-    python -m sentlab.train backbone=roberta data=sst2 lora.r=16
-    python -m sentlab.train -m lora.r=8,16,32          # one MLflow parent run, a child per job
-    python -m sentlab.train resume=RUN_ID              # continue a stopped run from its last checkpoint
+python -m sentlab.train                            # MiniLM + LoRA on the demo data
+python -m sentlab.train backbone=roberta data=sst2 lora.r=16
+python -m sentlab.train -m lora.r=8,16,32          # one MLflow parent run, a child per job
+python -m sentlab.train resume=RUN_ID              # continue a stopped run from its last checkpoint
 """
+
 from __future__ import annotations
 
 import sys
@@ -57,7 +58,14 @@ def check_group_choices(argv: list[str]) -> None:
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         folder = CONF_DIR / key
-        if not sep or key.startswith("hydra") or not folder.is_dir() or not value or value == "null" or value[0] in "[(":
+        if (
+            not sep
+            or key.startswith("hydra")
+            or not folder.is_dir()
+            or not value
+            or value == "null"
+            or value[0] in "[("
+        ):
             continue
         choices = sorted(p.stem for p in folder.glob("*.yaml"))
         values = value.removeprefix("choice(").removesuffix(")").split(",")

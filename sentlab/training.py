@@ -1,6 +1,7 @@
 """The training loop: AdamW on the trainable (LoRA + head) weights, length-grouped batches padded to their
 longest example, mixed precision where the hardware is fast at it, eval every epoch, checkpoints
 (sentlab.checkpoints) to resume from, early stopping."""
+
 from __future__ import annotations
 
 import contextlib
@@ -94,8 +95,9 @@ def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluatio
 MEGABATCH = 50  # batches sorted by length together (as in transformers' LengthGroupedSampler)
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True
-                  ) -> list[list[int]]:
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True
+) -> list[list[int]]:
     """The train batches of `epoch` (lists of example indices), every example once, fixed by (seed, epoch): a
     resumed run trains the rest of an epoch on exactly the batches an uninterrupted one would.
 
@@ -107,11 +109,13 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     if not group_by_length:
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches = []
     for start in range(0, len(order), batch_size * MEGABATCH):
-        chunk = sorted(order[start:start + batch_size * MEGABATCH], key=lengths.__getitem__)  # stable: ties stay shuffled
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(
+            order[start : start + batch_size * MEGABATCH], key=lengths.__getitem__
+        )  # stable: ties stay shuffled
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
     batches.insert(0, batches.pop(longest))
@@ -133,8 +137,18 @@ class Progress:
     train_s: float = 0.0  # seconds of training so far, a stopped run's earlier attempts included
 
 
-def fit(model, head, train_features, val_features, train_cfg, device, label_names, log_metrics,
-        checkpoints: Checkpoints | None = None, after_epoch=None) -> dict:
+def fit(
+    model,
+    head,
+    train_features,
+    val_features,
+    train_cfg,
+    device,
+    label_names,
+    log_metrics,
+    checkpoints: Checkpoints | None = None,
+    after_epoch=None,
+) -> dict:
     """Train for train_cfg.epochs (fewer with train.patience); returns the kept epoch, its validation metrics and
     the training time (`epoch`, `val`, `train_time_s`).
 
@@ -160,9 +174,7 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
     lengths = [len(ids) for ids in train_features["input_ids"]]
     n_batches = math.ceil(len(lengths) / global_batch)
     total_steps = math.ceil(n_batches / train_cfg.grad_accum) * train_cfg.epochs
-    scheduler = get_scheduler(
-        train_cfg.scheduler, optimizer, int(train_cfg.warmup_ratio * total_steps), total_steps
-    )
+    scheduler = get_scheduler(train_cfg.scheduler, optimizer, int(train_cfg.warmup_ratio * total_steps), total_steps)
     progress = Progress()
     state = checkpoints.latest() if checkpoints and rank == 0 else None
     if (state := distributed.broadcast(state)) is not None:  # rank 0's checkpoint, on every rank
@@ -183,8 +195,12 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
         rng_ranks = distributed.gather_objects(rng_states()) if world > 1 else None  # a collective: every rank
         if rank == 0:
             progress.train_s = time.perf_counter() - start
-            state = {"progress": vars(progress), "trainable": {n: p.detach() for n, p in trainable.items()},
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            state = {
+                "progress": vars(progress),
+                "trainable": {n: p.detach() for n, p in trainable.items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            }
             checkpoints.save({**state, "rng_ranks": rng_ranks} if rng_ranks else state, progress.step)
 
     def agreed_stop() -> int | None:
@@ -203,13 +219,22 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
         epoch = progress.epoch
         model.train()
         batches = epoch_batches(lengths, global_batch, train_cfg.seed, epoch, train_cfg.group_by_length)
-        shards = [distributed.shard(b) for b in batches[progress.batch:]]  # this rank's part of each, its factor
+        shards = [distributed.shard(b) for b in batches[progress.batch :]]  # this rank's part of each, its factor
         # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
-        loader = DataLoader(train_features, batch_sampler=[mine for mine, _ in shards], collate_fn=head.collate,
-                            generator=torch.Generator())
+        loader = DataLoader(
+            train_features,
+            batch_sampler=[mine for mine, _ in shards],
+            collate_fn=head.collate,
+            generator=torch.Generator(),
+        )
         # One bar per epoch, in examples of all ranks (its rate is examples/s); None: off when not a terminal.
-        bar = tqdm(total=len(lengths), initial=sum(map(len, batches[:progress.batch])),
-                   desc=f"epoch {epoch}/{train_cfg.epochs}", unit="ex", disable=None if rank == 0 else True)
+        bar = tqdm(
+            total=len(lengths),
+            initial=sum(map(len, batches[: progress.batch])),
+            desc=f"epoch {epoch}/{train_cfg.epochs}",
+            unit="ex",
+            disable=None if rank == 0 else True,
+        )
         # The loss is summed on the device and read every log_every steps: reading it each step would make the
         # host wait for the device (a sync per step on a GPU).
         loss_sum, loss_count = torch.zeros((), device=device), 0
@@ -266,8 +291,10 @@ def fit(model, head, train_features, val_features, train_cfg, device, label_name
     last = progress.epoch - 1
     if progress.kept_state is not None and progress.kept["epoch"] != last:
         model.load_state_dict(progress.kept_state, strict=False)
-        log.info(f"kept the adapter of epoch {progress.kept['epoch']} "
-                 f"(best val_{train_cfg.select_metric}={progress.best_score:.4f})")
+        log.info(
+            f"kept the adapter of epoch {progress.kept['epoch']} "
+            f"(best val_{train_cfg.select_metric}={progress.best_score:.4f})"
+        )
     return {**progress.kept, "train_time_s": time.perf_counter() - start}
 
 
@@ -285,5 +312,7 @@ def _judge(progress: Progress, epoch: int, val: dict, model, train_cfg, log_metr
     if train_cfg.patience and progress.stale >= train_cfg.patience and epoch < train_cfg.epochs:
         progress.stopped_epoch = epoch
         log_metrics({"stopped_epoch": epoch}, epoch)
-        log.info(f"early stop after epoch {epoch}: val_{train_cfg.select_metric} did not improve on "
-                 f"{progress.best_score:.4f} for {train_cfg.patience} evaluated epochs (train.patience)")
+        log.info(
+            f"early stop after epoch {epoch}: val_{train_cfg.select_metric} did not improve on "
+            f"{progress.best_score:.4f} for {train_cfg.patience} evaluated epochs (train.patience)"
+        )

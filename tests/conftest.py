@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random models of each architecture, saved and loaded by path, and a runner
 that calls the real entry point (`python -m sentlab.train`) in-process into a temporary runs folder."""
+
 from __future__ import annotations
 
 import logging
@@ -25,6 +26,7 @@ def pytest_configure(config):
     cache = tempfile.mkdtemp(prefix="sentlab-test-datasets-")
     os.environ["HF_DATASETS_CACHE"] = cache
     config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -53,7 +55,8 @@ def _byte_bpe(special: dict[str, str], vocab_size=800):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(special.values()),
+        vocab_size=vocab_size,
+        special_tokens=list(special.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_corpus(), trainer)
@@ -74,13 +77,29 @@ def _build(name: str, folder: Path):
     elif name == "gpt_neo":  # gpt-neo's architecture; no pad token
         tok = _byte_bpe({"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"})
         config = tf.GPTNeoConfig(
-            vocab_size=len(tok), num_layers=2, attention_types=[[["global", "local"], 1]], hidden_size=64,
-            num_heads=4, intermediate_size=128, max_position_embeddings=512, window_size=32,
-            eos_token_id=0, bos_token_id=0,
+            vocab_size=len(tok),
+            num_layers=2,
+            attention_types=[[["global", "local"], 1]],
+            hidden_size=64,
+            num_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=512,
+            window_size=32,
+            eos_token_id=0,
+            bos_token_id=0,
         )
     elif name == "roberta":
-        tok = _byte_bpe({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
-                         "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"})
+        tok = _byte_bpe(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+                "cls_token": "<s>",
+                "sep_token": "</s>",
+                "mask_token": "<mask>",
+            }
+        )
         config = tf.RobertaConfig(vocab_size=len(tok), num_hidden_layers=2, pad_token_id=tok.pad_token_id, **TINY)
     elif name in ("distilbert", "bert"):  # WordPiece tokenizer of the packaged MiniLM
         from sentlab.backbones import resolve_source
@@ -106,11 +125,23 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 # The backbone config whose code path each tiny model exercises.
-BACKBONE_OF = {"gpt_neox": "pythia", "gpt_neo": "gpt_neo", "roberta": "roberta", "distilbert": "distilbert",
-               "bert": "minilm"}
+BACKBONE_OF = {
+    "gpt_neox": "pythia",
+    "gpt_neo": "gpt_neo",
+    "roberta": "roberta",
+    "distilbert": "distilbert",
+    "bert": "minilm",
+}
 
-FAST = ["train.epochs=1", "train.batch_size=8", "train.max_length=64", "data.max_samples.train=48",
-        "data.max_samples.val=24", "data.max_samples.test=24", "train.log_every=2"]
+FAST = [
+    "train.epochs=1",
+    "train.batch_size=8",
+    "train.max_length=64",
+    "data.max_samples.train=48",
+    "data.max_samples.val=24",
+    "data.max_samples.test=24",
+    "train.log_every=2",
+]
 
 
 def tiny_args(tiny_models, arch: str) -> list[str]:
@@ -146,6 +177,7 @@ def train(runs_dir, monkeypatch):
 @pytest.fixture
 def store(runs_dir):
     """An MlflowClient on the runs_dir store."""
+
     def _client():
         import mlflow
 

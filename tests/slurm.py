@@ -4,6 +4,7 @@ one temporary folder. Debian's packages: slurmctld slurmd slurm-client slurmdbd 
 
 Without accounting (slurmdbd), `sacct` fails and submitit waits forever for a job that died without a result.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,13 @@ def _program(name: str) -> str:
 
 @contextmanager
 def _daemon(command: list[str], log: Path, env: dict | None = None):
-    proc = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        command,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
     try:
         yield proc
     finally:
@@ -125,18 +131,52 @@ StorageLoc=slurm_acct_db
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, root, ignore_errors=True)
         log = root / "munged.log"
-        stack.enter_context(_daemon([_program("munged"), "--foreground", "--force", f"--socket={socket_path}",
-                                     f"--key-file={key}", f"--pid-file={munge_dir}/munged.pid",
-                                     f"--seed-file={munge_dir}/munged.seed", f"--log-file={log}"], log))
+        stack.enter_context(
+            _daemon(
+                [
+                    _program("munged"),
+                    "--foreground",
+                    "--force",
+                    f"--socket={socket_path}",
+                    f"--key-file={key}",
+                    f"--pid-file={munge_dir}/munged.pid",
+                    f"--seed-file={munge_dir}/munged.seed",
+                    f"--log-file={log}",
+                ],
+                log,
+            )
+        )
         _wait(socket_path.exists, "munged", log)
 
         log = root / "mariadb.log"
-        subprocess.run([_program("mariadb-install-db"), "--no-defaults", f"--datadir={db_dir}", "--user=root",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
-                       check=True, capture_output=True, timeout=300)
-        stack.enter_context(_daemon([_program("mariadbd"), "--no-defaults", f"--datadir={db_dir}", "--user=root",
-                                     "--bind-address=127.0.0.1", f"--port={db_port}", f"--socket={db_socket}",
-                                     "--skip-grant-tables=0"], log))
+        subprocess.run(
+            [
+                _program("mariadb-install-db"),
+                "--no-defaults",
+                f"--datadir={db_dir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        stack.enter_context(
+            _daemon(
+                [
+                    _program("mariadbd"),
+                    "--no-defaults",
+                    f"--datadir={db_dir}",
+                    "--user=root",
+                    "--bind-address=127.0.0.1",
+                    f"--port={db_port}",
+                    f"--socket={db_socket}",
+                    "--skip-grant-tables=0",
+                ],
+                log,
+            )
+        )
         _wait(lambda: _ok("mariadb-admin", f"--socket={db_socket}", "ping"), "MariaDB", log)
 
         log = root / "slurmdbd.log"
@@ -150,6 +190,12 @@ StorageLoc=slurm_acct_db
 
         log = root / "slurmd.log"
         stack.enter_context(_daemon([_program("slurmd"), "-D", "-N", "localhost"], log, env))
-        _wait(lambda: b"idle" in subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True,
-                                                 env={**os.environ, **env}).stdout, "slurmd", log)
+        _wait(
+            lambda: (
+                b"idle"
+                in subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, env={**os.environ, **env}).stdout
+            ),
+            "slurmd",
+            log,
+        )
         yield env

@@ -1,5 +1,6 @@
 """Model sources that need one-time work: a zip split over packages (`zip-parts:`, MPNet), extracted once,
 atomically, after every part has been found; and the real MPNet through sentlab's loading code."""
+
 from __future__ import annotations
 
 import io
@@ -31,7 +32,7 @@ def fake_parts(tmp_path, monkeypatch):
         folder = site / f"fakeparts_00{i + 1}" / "input"
         folder.mkdir(parents=True)
         (folder.parent / "__init__.py").write_text("")
-        (folder / f"m.zip.00{i + 1}").write_bytes(data[i * third:(i + 1) * third])
+        (folder / f"m.zip.00{i + 1}").write_bytes(data[i * third : (i + 1) * third])
     monkeypatch.syspath_prepend(str(site))
     return site
 
@@ -82,10 +83,9 @@ def test_zip_parts_source_syntax_checked():
 def test_mpnet_prepared_as_make_install_does_then_loads_and_classifies(capsys):
     """`python -m sentlab.backbones mpnet` (what make install runs) gives the folder that runs load: MPNet,
     through sentlab's loading code, with LoRA's target modules where conf/backbone/mpnet.yaml says."""
+    from conftest import CONF
     from omegaconf import OmegaConf
     from transformers import AutoModelForSequenceClassification
-
-    from conftest import CONF
 
     backbones.main(["mpnet"])
     folder = capsys.readouterr().out.strip().removeprefix("mpnet: ")

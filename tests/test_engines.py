@@ -1,6 +1,7 @@
 """Tracking stores beyond one process: 8 processes starting together on an empty sqlite store, and a joblib sweep of
 4 workers logging to an MLflow server on PostgreSQL. The tests start the engines on 127.0.0.1 themselves and stop
 them by pid; where PostgreSQL is not installed, its test skips with the reason."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 import slurm
 from conftest import FAST, REPO, tiny_args
 from test_optuna import EPOCHS, PRUNING, _check_trials, _study
@@ -37,8 +37,17 @@ for i in range(5):
 def test_processes_starting_together_on_an_empty_sqlite_store(tmp_path):
     """The store is created under a lock: all 8 x 5 runs land, and the database is whole (MLflow reads it)."""
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(w)], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(8)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path), str(w)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(8)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in workers]
     assert [p.returncode for p in workers] == [0] * 8, errors
     import mlflow
@@ -66,22 +75,46 @@ def postgres():
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(folder, "postgres")
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     log = folder / "postgres.log"
     server = subprocess.Popen(
-        [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-         "-c", f"unix_socket_directories={folder}"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            *as_user,
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={folder}",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                             capture_output=True).returncode != 0:
+        while (
+            subprocess.run(
+                [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+            ).returncode
+            != 0
+        ):
             assert server.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)
-        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/mlflow"
     finally:
         os.killpg(server.pid, 15)  # a smart shutdown of the server and its workers, by its process group
@@ -94,10 +127,23 @@ def test_joblib_sweep_of_4_workers_against_a_server_on_postgresql(tiny_models, t
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
     with postgres() as store, mlflow_server(tmp_path / "runs", backend_store=store) as uri:
         sweep = subprocess.run(
-            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST,
-             "lora.r=2,4,8,16", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", f"tracking.uri={uri}",
-             f"runs_dir={tmp_path / 'runs'}"],
-            cwd=REPO, capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "sentlab.train",
+                "-m",
+                *tiny_args(tiny_models, "bert"),
+                *FAST,
+                "lora.r=2,4,8,16",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=4",
+                f"tracking.uri={uri}",
+                f"runs_dir={tmp_path / 'runs'}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert sweep.returncode == 0, sweep.stderr[-3000:]
         import mlflow
@@ -111,10 +157,17 @@ def test_joblib_sweep_of_4_workers_against_a_server_on_postgresql(tiny_models, t
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
 
 
-NO_SLURM = (f"SLURM is not installed (missing: {' '.join(slurm.missing())}; "
-            "Debian: apt-get install slurmctld slurmd slurm-client slurmdbd munge mariadb-server)")
-SLURM_JOBS = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-              "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
+NO_SLURM = (
+    f"SLURM is not installed (missing: {' '.join(slurm.missing())}; "
+    "Debian: apt-get install slurmctld slurmd slurm-client slurmdbd munge mariadb-server)"
+)
+SLURM_JOBS = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
 
 
 @pytest.mark.skipif(bool(slurm.missing()), reason=NO_SLURM)
@@ -123,22 +176,52 @@ def test_sweep_on_a_slurm_cluster(tiny_models, tmp_path):
     an Optuna study whose trials, as SLURM jobs, report to the stored study and are pruned there."""
     with slurm.cluster() as env:
         sweep = subprocess.run(
-            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, "lora.r=2,4",
-             *SLURM_JOBS, f"runs_dir={tmp_path}"],
-            cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+            [
+                sys.executable,
+                "-m",
+                "sentlab.train",
+                "-m",
+                *tiny_args(tiny_models, "bert"),
+                *FAST,
+                "lora.r=2,4",
+                *SLURM_JOBS,
+                f"runs_dir={tmp_path}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **env},
         )
         assert sweep.returncode == 0, sweep.stderr[-3000:]
         deadline = time.monotonic() + 60  # the results came back; accounting records the jobs' ends a little later
         while True:
-            states = subprocess.run(["sacct", "-n", "-X", "-o", "State"], capture_output=True, text=True,
-                                    env={**os.environ, **env}).stdout.split()
+            states = subprocess.run(
+                ["sacct", "-n", "-X", "-o", "State"], capture_output=True, text=True, env={**os.environ, **env}
+            ).stdout.split()
             if "RUNNING" not in states or time.monotonic() > deadline:
                 break
             time.sleep(1)
         study = subprocess.run(
-            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, *PRUNING, EPOCHS,
-             "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", *SLURM_JOBS, f"runs_dir={tmp_path / 'optuna'}"],
-            cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+            [
+                sys.executable,
+                "-m",
+                "sentlab.train",
+                "-m",
+                *tiny_args(tiny_models, "bert"),
+                *FAST,
+                *PRUNING,
+                EPOCHS,
+                "hydra.sweeper.n_trials=2",
+                "hydra.sweeper.n_jobs=2",
+                *SLURM_JOBS,
+                f"runs_dir={tmp_path / 'optuna'}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **env},
         )
         assert study.returncode == 0, study.stderr[-3000:]
     assert states == ["COMPLETED", "COMPLETED"], states
@@ -163,17 +246,33 @@ def test_a_preempted_slurm_job_resumes_from_its_checkpoint(tiny_models, tmp_path
     with slurm.cluster() as env:
         env = {**os.environ, **env}
         sweep = subprocess.Popen(
-            [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "bert"), *FAST, "lora.r=2,4",
-             "data.max_samples.train=240", "train.epochs=12", "train.checkpoint_every=5", *SLURM_JOBS,
-             f"runs_dir={tmp_path}"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "sentlab.train",
+                "-m",
+                *tiny_args(tiny_models, "bert"),
+                *FAST,
+                "lora.r=2,4",
+                "data.max_samples.train=240",
+                "train.epochs=12",
+                "train.checkpoint_every=5",
+                *SLURM_JOBS,
+                f"runs_dir={tmp_path}",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         deadline = time.monotonic() + 300
         while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # a job is training
             assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
             time.sleep(0.2)
-        running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True,
-                                 env=env).stdout.split()
+        running = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, env=env
+        ).stdout.split()
         subprocess.run(["scontrol", "requeue", running[0]], check=True, env=env)
         _, err = sweep.communicate(timeout=600)
         assert sweep.returncode == 0, err[-3000:]
@@ -184,8 +283,11 @@ def test_a_preempted_slurm_job_resumes_from_its_checkpoint(tiny_models, tmp_path
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.params["lora.r"] for r in children) == ["2", "4"]  # resumed, not duplicated
     assert all(r.info.status == "FINISHED" for r in children)
-    resumed = [r for r in children if any(a.path.startswith("logs/resume-")
-                                          for a in client.list_artifacts(r.info.run_id, "logs"))]
+    resumed = [
+        r
+        for r in children
+        if any(a.path.startswith("logs/resume-") for a in client.list_artifacts(r.info.run_id, "logs"))
+    ]
     assert len(resumed) == 1, "one job was preempted and resumed"
     epochs = [m.step for m in client.get_metric_history(resumed[0].info.run_id, "val_accuracy") if m.step > 0]
     assert sorted(epochs) == list(range(1, 13))  # each epoch validated once across both attempts (step 0: final)

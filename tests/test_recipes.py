@@ -1,9 +1,9 @@
 """The accuracy recipes of conf/experiment/ (docs/benchmarks/recipes.md) run end to end: their real backbone
 (MiniLM, MPNet), their LoRA targets and trained modules, on their real data files, with a few rows."""
+
 from __future__ import annotations
 
 import pytest
-
 from conftest import FAST, SHARED_DATA, all_runs
 
 RECIPES = {  # recipe: the folder of its data in ../shared/data

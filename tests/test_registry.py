@@ -1,5 +1,6 @@
 """tracking.registered_model: a single run registers its model; a sweep registers its best run's model when it
 ends and points the alias `champion` at it; models:/NAME@champion loads and predicts like the run's URI."""
+
 from __future__ import annotations
 
 from conftest import FAST, all_runs, tiny_args

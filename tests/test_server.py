@@ -1,5 +1,6 @@
 """A real MLflow tracking server (what `make server` starts) on 127.0.0.1: a sweep logged through its HTTP URI
 lands in the project's store with its artifacts, as with the embedded store; the server is stopped by its pid."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ def running(command: list[str], ready_url: str, log_path: Path, env: dict | None
     """Start `command` in a process group of its own, wait until ready_url answers 200, and stop the group
     by its pid when done (workers included)."""
     log = open(log_path, "w")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -58,9 +60,23 @@ def mlflow_server(runs_dir: Path, timeout_s: float = 90, backend_store: str | No
     runs_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     store = backend_store or f"sqlite:///{runs_dir}/mlflow.db"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-               "--serve-artifacts", "--artifacts-destination", str(runs_dir / "mlartifacts"),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(runs_dir / "mlartifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     uri = f"http://127.0.0.1:{port}"
     with running(command, f"{uri}/health", runs_dir / "server.log", env, timeout_s):

@@ -1,6 +1,7 @@
 """`mlflow models serve` (what `make serve` runs) on 127.0.0.1, started and stopped by its pid: POST /invocations
 answers with the labels and probabilities of in-process prediction, for a run's model (the packaged MiniLM) and
 for a registered model by its alias."""
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,27 @@ TEXTS = ["great value, works well", "broke after a day", "it is a kettle", "not 
 def served(model_uri: str, store_uri: str, log_path: Path, timeout_s: float = 180):
     """`mlflow models serve -m MODEL --env-manager local` on a free loopback port; yields its base URL."""
     port = _free_port()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port)]
-    env = {"MLFLOW_TRACKING_URI": store_uri, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # its uvicorn
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    env = {
+        "MLFLOW_TRACKING_URI": store_uri,
+        "HF_HUB_OFFLINE": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # its uvicorn
     url = f"http://127.0.0.1:{port}"
     with running(command, f"{url}/ping", log_path, env, timeout_s):
         yield url

@@ -1,4 +1,5 @@
 """The statistics behind compare's repeats table and paired test."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Sweeps through the real entry point on tiny models: failure isolation and the summary, resume, presets,
 and the launchers (serial, joblib, submitit local) and the Optuna sweeper."""
+
 from __future__ import annotations
 
 import gc
@@ -7,10 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CONF, FAST, all_runs, tiny_args
 from peft import PeftModel
 from transformers import PreTrainedModel
-
-from conftest import CONF, FAST, all_runs, tiny_args
 
 
 def _sweep(runs):
@@ -110,8 +110,14 @@ def test_single_run_is_never_skipped(tiny_models, train, store):
 
 
 def test_joblib_two_workers_lose_no_run(tiny_models, train, store):
-    train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *tiny_args(tiny_models, "bert"),
-          "lora.r=2,4,8,16", *FAST)
+    train(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *tiny_args(tiny_models, "bert"),
+        "lora.r=2,4,8,16",
+        *FAST,
+    )
     parent, children = _sweep(all_runs(store()))
     assert sorted(r.info.run_name for r in children) == ["lora.r=16", "lora.r=2", "lora.r=4", "lora.r=8"]
     assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
@@ -119,8 +125,14 @@ def test_joblib_two_workers_lose_no_run(tiny_models, train, store):
 
 
 def test_submitit_local_launcher(tiny_models, train, store):
-    train("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *tiny_args(tiny_models, "bert"),
-          "lora.r=2,4", *FAST)
+    train(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        *tiny_args(tiny_models, "bert"),
+        "lora.r=2,4",
+        *FAST,
+    )
     parent, children = _sweep(all_runs(store()))
     assert sorted(r.info.run_name for r in children) == ["lora.r=2", "lora.r=4"]
     assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
@@ -147,7 +159,9 @@ def _compose(*overrides):
 def test_presets_compose():
     grid = _compose("sweep=lora_grid")
     assert dict(grid.hydra.sweeper.params) == {
-        "lora.r": "8,16,32", "train.lr": "1e-4,2e-4,3e-4", "lora.dropout": "0.05,0.1"
+        "lora.r": "8,16,32",
+        "train.lr": "1e-4,2e-4,3e-4",
+        "lora.dropout": "0.05,0.1",
     }
     optuna = _compose("sweep=optuna")
     assert optuna.hydra.sweeper.direction == "maximize"

@@ -1,11 +1,11 @@
 """End to end through the real entry point: tiny models of every architecture, the MLflow store read back."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from conftest import CONF, FAST, SHARED_DATA, all_runs, tiny_args
 
 
@@ -19,8 +19,16 @@ def test_lora_seq_cls_run_is_logged(arch, tiny_models, train, store):
     assert params["lora.r"] == "4"
     assert params["backbone.source"] == str(tiny_models[arch])
     assert params["dataset.label_names"] == "negative,neutral,positive"
-    for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_recall_macro", "test_f1_positive",
-                "train_time_s", "peak_memory_mb", "adapter_size_mb"):
+    for key in (
+        "val_accuracy",
+        "test_accuracy",
+        "test_f1_macro",
+        "test_recall_macro",
+        "test_f1_positive",
+        "train_time_s",
+        "peak_memory_mb",
+        "adapter_size_mb",
+    ):
         assert key in metrics, key
     assert 0 < metrics["trainable_pct"] < 50
     assert metrics["trainable_params"] < metrics["total_params"]
@@ -89,8 +97,13 @@ def test_multirun_is_one_parent_and_a_child_per_job(tiny_models, train, store):
 def test_minilm_learns_sst2(train, store):
     """The real packaged MiniLM on a slice of SST-2 beats chance (50%) by a clear margin."""
     train(
-        "data=sst2", f"data.dir={SHARED_DATA / 'sst2'}", "data.max_samples.train=800",
-        "data.max_samples.val=200", "data.max_samples.test=400", "train.epochs=2", "train.batch_size=16",
+        "data=sst2",
+        f"data.dir={SHARED_DATA / 'sst2'}",
+        "data.max_samples.train=800",
+        "data.max_samples.val=200",
+        "data.max_samples.test=400",
+        "train.epochs=2",
+        "train.batch_size=16",
         "train.max_length=64",
     )
     (run,) = all_runs(store())
@@ -109,10 +122,17 @@ def test_encoding_neither_reads_nor_writes_the_datasets_cache(head_name, tiny_mo
     from sentlab.data import load_data
     from sentlab.heads import make_head
 
-    cfg = OmegaConf.create({
-        "head": {"name": head_name, "template": "Review: {text}\nSentiment:", "label_prefix": " ", "add_bos": False},
-        "train": {"max_length": 64},
-    })
+    cfg = OmegaConf.create(
+        {
+            "head": {
+                "name": head_name,
+                "template": "Review: {text}\nSentiment:",
+                "label_prefix": " ",
+                "add_bos": False,
+            },
+            "train": {"max_length": 64},
+        }
+    )
     words = {"seed": 0, "label_words": ["terrible", "okay", "great"]}  # one token each in the tiny tokenizer
     data = load_data(OmegaConf.merge(OmegaConf.load(CONF / "data" / "demo.yaml"), words))
     backbone = OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"})

@@ -1,18 +1,25 @@
 """The MLflow UI shows a finished sweep as a parent with its child runs and their metrics: headless Chromium
 (Debian's package, driven by Playwright) on a server started here on 127.0.0.1; a screenshot is saved."""
+
 from __future__ import annotations
 
 import re
 import shutil
 
 import pytest
-
 from conftest import FAST, tiny_args
 from test_server import mlflow_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-extensions", "--no-first-run"]
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-extensions",
+    "--no-first-run",
+]
 
 
 def _browser_or_skip():

@@ -16,6 +16,7 @@ The shape of hydra-optuna-sweeper (which pins optuna 2.10): each search-space ov
   same trial and the study's pruner can stop it. The job marks its trial PRUNED itself; the sweeper tells the rest
   (COMPLETE with the job's return value, or FAIL).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,10 @@ class OptunaSweeper(Sweeper):
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # left by a sweep that was stopped
         interrupted = [studies.trial(study, storage, t.number) for t in running]
         to_go = max(0, settings.n_trials - done)
-        print(f"optuna: study {study.study_name} in {study_url(self.config)}: {done} of {settings.n_trials} trials "
-              f"done" + (f", {len(interrupted)} interrupted to run again" if interrupted else ""))
+        print(
+            f"optuna: study {study.study_name} in {study_url(self.config)}: {done} of {settings.n_trials} trials "
+            f"done" + (f", {len(interrupted)} interrupted to run again" if interrupted else "")
+        )
         while to_go > 0:
             size = min(settings.n_jobs, to_go)
             batch = [interrupted.pop(0) if interrupted else study.ask(space) for _ in range(size)]
@@ -76,6 +79,7 @@ class OptunaSweeper(Sweeper):
 
     def _trial_override(self, study, trial) -> str:
         """What tells a job its trial, wherever it runs: the storage, the study and the trial's number."""
+
         def quoted(text: str) -> str:
             return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -86,11 +90,16 @@ class OptunaSweeper(Sweeper):
         from optuna.trial import TrialState
 
         trials = study.get_trials(deepcopy=False)
-        results = {"name": "optuna", "study": study.study_name, "storage": study_url(self.config),
-                   "trials": {s.name: sum(t.state == s for t in trials) for s in TrialState if s != TrialState.WAITING}}
+        results = {
+            "name": "optuna",
+            "study": study.study_name,
+            "storage": study_url(self.config),
+            "trials": {s.name: sum(t.state == s for t in trials) for s in TrialState if s != TrialState.WAITING},
+        }
         if any(t.state == TrialState.COMPLETE for t in trials):
-            results.update(best_trial=study.best_trial.number, best_params=study.best_params,
-                           best_value=study.best_value)
+            results.update(
+                best_trial=study.best_trial.number, best_params=study.best_params, best_value=study.best_value
+            )
         folder = Path(self.config.hydra.sweep.dir)
         folder.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), folder / RESULTS_FILE)
@@ -120,26 +129,33 @@ def open_study(config, arguments: list[str]):
             raise ConfigError(f"hydra.sweeper.{key}: must be a positive integer, got {settings[key]!r}")
     space, fixed = search_space(settings.params, arguments)
     pruner_spec = OmegaConf.to_container(settings.pruner) if settings.pruner else None
-    pruner = studies.build(pruner_spec, "hydra.sweeper.pruner", optuna.pruners.BasePruner,
-                           "optuna.pruners.MedianPruner") or optuna.pruners.NopPruner()
+    pruner = (
+        studies.build(pruner_spec, "hydra.sweeper.pruner", optuna.pruners.BasePruner, "optuna.pruners.MedianPruner")
+        or optuna.pruners.NopPruner()
+    )
     url = study_url(config)
     if not settings.storage:
         Path(config.runs_dir).mkdir(parents=True, exist_ok=True)
     try:
         storage = optuna.storages.RDBStorage(url)
     except Exception as err:
-        raise ConfigError(f"hydra.sweeper.storage: cannot open {url}: {str(err).splitlines()[0][:300]} (a "
-                          f"sqlite:///PATH in an existing folder, or postgresql+psycopg://USER@HOST:PORT/DB)") from None
+        raise ConfigError(
+            f"hydra.sweeper.storage: cannot open {url}: {str(err).splitlines()[0][:300]} (a "
+            f"sqlite:///PATH in an existing folder, or postgresql+psycopg://USER@HOST:PORT/DB)"
+        ) from None
     name = settings.study_name or sweep_id(config)
-    study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction, pruner=pruner,
-                                load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction=settings.direction, pruner=pruner, load_if_exists=True
+    )
     # Every process that opens the study (the jobs') builds the same pruner from this.
     study.set_user_attr(studies.PRUNER_ATTR, pruner_spec)
     sampler_spec = OmegaConf.to_container(settings.sampler) if settings.sampler else None
     if sampler_spec and sampler_spec.get("seed") is not None:  # a continued study must not draw its first values again
         sampler_spec["seed"] += len(study.get_trials(deepcopy=False))
-    study.sampler = studies.build(sampler_spec, "hydra.sweeper.sampler", optuna.samplers.BaseSampler,
-                                  "optuna.samplers.TPESampler") or optuna.samplers.TPESampler()
+    study.sampler = (
+        studies.build(sampler_spec, "hydra.sweeper.sampler", optuna.samplers.BaseSampler, "optuna.samplers.TPESampler")
+        or optuna.samplers.TPESampler()
+    )
     return study, storage, space, fixed
 
 
@@ -176,8 +192,10 @@ def search_space(params, arguments: list[str]) -> tuple[dict, list[str]]:
         else:
             space[key] = CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
     if not space:
-        raise ConfigError("hydra.sweeper.params: the search space is empty (give it keys, e.g. train.lr: "
-                          "tag(log, interval(1e-4, 1e-2)), or a sweep on the command line: 'lora.r=choice(4,8)')")
+        raise ConfigError(
+            "hydra.sweeper.params: the search space is empty (give it keys, e.g. train.lr: "
+            "tag(log, interval(1e-4, 1e-2)), or a sweep on the command line: 'lora.r=choice(4,8)')"
+        )
     return space, list(fixed.values())
 
 

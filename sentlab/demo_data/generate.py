@@ -14,6 +14,7 @@ What makes it hard:
 - label noise: NOISE of the rows in every split carry another class's label (rotated within a split,
   so the classes stay balanced), which also keeps the best possible accuracy below 100 %.
 """
+
 import argparse
 import csv
 import random
@@ -25,41 +26,97 @@ LABELS = ("negative", "neutral", "positive")
 NOISE = 0.1  # share of rows per split whose label is another class's
 
 PRODUCTS = [
-    "pair of wireless headphones", "coffee grinder", "desk lamp", "pair of running shoes", "backpack", "blender",
-    "phone case", "e-reader", "electric kettle", "office chair", "water bottle", "bluetooth speaker",
-    "yoga mat", "air fryer", "mechanical keyboard", "umbrella", "rice cooker", "travel mug",
-    "webcam", "hair dryer", "standing desk", "kitchen scale", "toaster", "camping tent",
+    "pair of wireless headphones",
+    "coffee grinder",
+    "desk lamp",
+    "pair of running shoes",
+    "backpack",
+    "blender",
+    "phone case",
+    "e-reader",
+    "electric kettle",
+    "office chair",
+    "water bottle",
+    "bluetooth speaker",
+    "yoga mat",
+    "air fryer",
+    "mechanical keyboard",
+    "umbrella",
+    "rice cooker",
+    "travel mug",
+    "webcam",
+    "hair dryer",
+    "standing desk",
+    "kitchen scale",
+    "toaster",
+    "camping tent",
 ]
 ASPECTS = [
-    "build quality", "price", "design", "setup", "manual", "packaging", "delivery", "battery",
-    "customer service", "size", "colour", "weight", "finish", "noise level", "zipper", "cable",
+    "build quality",
+    "price",
+    "design",
+    "setup",
+    "manual",
+    "packaging",
+    "delivery",
+    "battery",
+    "customer service",
+    "size",
+    "colour",
+    "weight",
+    "finish",
+    "noise level",
+    "zipper",
+    "cable",
 ]
 OPENERS = [
-    "I bought this {product} last month.", "Got the {product} on sale.", "Ordered this {product} as a gift.",
-    "I have been using the {product} for a few weeks.", "We replaced our old {product} with this one.",
-    "Picked up this {product} after reading the reviews.", "My sister recommended this {product}.",
+    "I bought this {product} last month.",
+    "Got the {product} on sale.",
+    "Ordered this {product} as a gift.",
+    "I have been using the {product} for a few weeks.",
+    "We replaced our old {product} with this one.",
+    "Picked up this {product} after reading the reviews.",
+    "My sister recommended this {product}.",
     "Second {product} I have owned.",
 ]
 PRAISE = [
-    "the {aspect} is excellent", "the {aspect} is better than I hoped", "I love the {aspect}",
-    "the {aspect} is really impressive", "the {aspect} feels premium", "the {aspect} is great",
+    "the {aspect} is excellent",
+    "the {aspect} is better than I hoped",
+    "I love the {aspect}",
+    "the {aspect} is really impressive",
+    "the {aspect} feels premium",
+    "the {aspect} is great",
 ]
 COMPLAINTS = [
-    "the {aspect} is awful", "the {aspect} is a real disappointment", "I hate the {aspect}",
-    "the {aspect} feels flimsy and cheap", "the {aspect} is far worse than advertised", "the {aspect} is poor",
+    "the {aspect} is awful",
+    "the {aspect} is a real disappointment",
+    "I hate the {aspect}",
+    "the {aspect} feels flimsy and cheap",
+    "the {aspect} is far worse than advertised",
+    "the {aspect} is poor",
 ]
 SO_SO = [
-    "the {aspect} is fine", "the {aspect} is average", "the {aspect} is about what you would expect",
-    "the {aspect} is acceptable", "the {aspect} is unremarkable", "the {aspect} is okay I guess",
+    "the {aspect} is fine",
+    "the {aspect} is average",
+    "the {aspect} is about what you would expect",
+    "the {aspect} is acceptable",
+    "the {aspect} is unremarkable",
+    "the {aspect} is okay I guess",
 ]
 # Praise and complaint said through a negation: the polarity of the words is the opposite of the meaning.
 NEGATED_PRAISE = [  # sound negative, mean positive
-    "the {aspect} is not bad at all", "I can't complain about the {aspect}", "the {aspect} never lets me down",
-    "I have no problem with the {aspect}", "the {aspect} is not disappointing in the slightest",
+    "the {aspect} is not bad at all",
+    "I can't complain about the {aspect}",
+    "the {aspect} never lets me down",
+    "I have no problem with the {aspect}",
+    "the {aspect} is not disappointing in the slightest",
 ]
 NEGATED_COMPLAINT = [  # sound positive, mean negative
-    "the {aspect} is not good", "I would not call the {aspect} great", "the {aspect} is nowhere near excellent",
-    "I can't say I love the {aspect}", "the {aspect} is not worth praising",
+    "the {aspect} is not good",
+    "I would not call the {aspect} great",
+    "the {aspect} is nowhere near excellent",
+    "I can't say I love the {aspect}",
+    "the {aspect} is not worth praising",
 ]
 HEDGES = {
     "positive": ["I think I actually like it", "it has grown on me", "I am pleasantly surprised, mostly"],
@@ -67,16 +124,34 @@ HEDGES = {
     "neutral": ["I suppose it is alright", "it is hard to say if it was worth it", "maybe it is fine for most people"],
 }
 SARCASM = [  # praise words, negative meaning
-    "Oh great, {bad}. Just perfect.", "Wow, {bad}. What a bargain.", "Fantastic, {bad}. Exactly what I needed.",
-    "Five stars for creativity: {bad}.", "Brilliant, {bad}. Love that for me.",
+    "Oh great, {bad}. Just perfect.",
+    "Wow, {bad}. What a bargain.",
+    "Fantastic, {bad}. Exactly what I needed.",
+    "Five stars for creativity: {bad}.",
+    "Brilliant, {bad}. Love that for me.",
 ]
 VERDICTS = {
-    "positive": ["Highly recommended.", "I would buy it again.", "Worth the money.", "Happy with it.",
-                 "Pretty good overall."],
-    "negative": ["I am sending it back.", "Save your money.", "Would not recommend.", "Not worth it.",
-                 "Pretty bad overall."],
-    "neutral": ["It does the job.", "Not great, not terrible.", "It is okay for the price.", "Three stars.",
-                "I have mixed feelings about it."],
+    "positive": [
+        "Highly recommended.",
+        "I would buy it again.",
+        "Worth the money.",
+        "Happy with it.",
+        "Pretty good overall.",
+    ],
+    "negative": [
+        "I am sending it back.",
+        "Save your money.",
+        "Would not recommend.",
+        "Not worth it.",
+        "Pretty bad overall.",
+    ],
+    "neutral": [
+        "It does the job.",
+        "Not great, not terrible.",
+        "It is okay for the price.",
+        "Three stars.",
+        "I have mixed feelings about it.",
+    ],
 }
 SHARED_VERDICTS = ["We will see how it holds up.", "Arrived on time.", "Took a while to get used to it."]
 # {good}, {bad}, {meh}, {nice} (negated praise: positive), {nasty} (negated complaint: negative), and
@@ -137,8 +212,16 @@ def review(label: str, rng: random.Random) -> str:
         "any": rng.choice(SHARED_VERDICTS),
         "hedge": rng.choice(HEDGES[label]),
         "sarcasm": rng.choice(SARCASM).format(bad=bad),
-        "good": good, "good2": good2, "bad": bad, "bad2": bad2, "meh": meh, "meh2": meh2,
-        "nice": nice, "nice2": nice2, "nasty": nasty, "nasty2": nasty2,
+        "good": good,
+        "good2": good2,
+        "bad": bad,
+        "bad2": bad2,
+        "meh": meh,
+        "meh2": meh2,
+        "nice": nice,
+        "nice2": nice2,
+        "nasty": nasty,
+        "nasty2": nasty2,
     }
     # {Good} is {good} with a capital first letter, for the start of a sentence
     slots.update({key.capitalize(): value[0].upper() + value[1:] for key, value in list(slots.items())})
@@ -160,7 +243,7 @@ def make_splits(seed: int = SEED) -> dict[str, list[tuple[str, str]]]:
                 texts.append(text)
         start = 0
         for split, n in SIZES.items():
-            splits[split] += [(text, label) for text in texts[start:start + n]]
+            splits[split] += [(text, label) for text in texts[start : start + n]]
             start += n
     for split, rows in splits.items():
         noisy = round(NOISE * SIZES[split])  # per class; half go to the next class, half to the one after

@@ -4,6 +4,7 @@ A head tokenizes the data, collates batches, and gives the training loss and,
 for evaluation, log-probabilities over the labels. Every head has one file here
 and one config in conf/head/ of the same name.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -46,8 +47,14 @@ class Head:
         pickling `tokenize` with the tokenizer it holds: 0.7 s a split, longer than tokenizing thousands of
         texts. A fresh fingerprint skips that, and nothing is read from or written to the datasets cache
         under it (re-tokenizing costs far less than training on the same rows)."""
-        return split.map(tokenize, batched=True, remove_columns=["text"], keep_in_memory=True,
-                         load_from_cache_file=False, new_fingerprint=uuid.uuid4().hex)
+        return split.map(
+            tokenize,
+            batched=True,
+            remove_columns=["text"],
+            keep_in_memory=True,
+            load_from_cache_file=False,
+            new_fingerprint=uuid.uuid4().hex,
+        )
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -26,6 +26,7 @@ Options (conf/head/generative.yaml):
   are averaged, and every example's label probabilities are divided by them and renormalized. The
   training loss is unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,7 +35,6 @@ from transformers import DynamicCache
 
 from sentlab.errors import ConfigError
 from sentlab.heads import Head
-
 
 CALIBRATIONS = ("none", "contextual")
 CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
@@ -192,8 +192,10 @@ class GenerativeHead(Head):
         ids = self.prompt_ids(self.content_free)
         probs = []
         for row in ids:  # one at a time: no padding, nothing shared
-            batch = {"input_ids": torch.tensor([row], device=device),
-                     "attention_mask": torch.ones(1, len(row), dtype=torch.long, device=device)}
+            batch = {
+                "input_ids": torch.tensor([row], device=device),
+                "attention_mask": torch.ones(1, len(row), dtype=torch.long, device=device),
+            }
             probs.append(torch.softmax(self._score(model, batch)[1][0].float(), dim=-1))
         mean = torch.stack(probs).mean(dim=0)
         self.content_free_probs = mean / mean.sum()
@@ -209,13 +211,14 @@ class GenerativeHead(Head):
 
         The tokens every row of the batch starts with are run once and their key/value cache is shared by
         the batch (not for sliding-window models, see _windowed); rows then read [shared | left pad | rest
-        of the prompt], position ids counting real tokens only. Multi-token words continue from the prompt's cache (B*K rows of n_max-1 tokens)."""
+        of the prompt], position ids counting real tokens only. Multi-token words continue from the prompt's
+        cache (B*K rows of n_max-1 tokens)."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
         n, width = ids.shape
         cache, shared = None, 0 if _windowed(model.config) else _shared_prefix(ids, mask)
         if shared:
             start = width - mask.sum(dim=1)  # where each row's prompt begins
-            prefix = ids[:1, start[0]: start[0] + shared]
+            prefix = ids[:1, start[0] : start[0] + shared]
             cache = DynamicCache(config=model.config)
             model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(n)
@@ -227,9 +230,19 @@ class GenerativeHead(Head):
         use_cache = not self.single_token
         if use_cache and cache is None:
             cache = DynamicCache(config=model.config)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-        first = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                      use_cache=use_cache, logits_to_keep=1).logits[:, -1].float()
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+        first = (
+            model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=use_cache,
+                logits_to_keep=1,
+            )
+            .logits[:, -1]
+            .float()
+        )
         first_log_probs = torch.log_softmax(first, dim=-1)
         table = self.label_table.to(ids.device)
         if self.single_token:
@@ -244,9 +257,10 @@ class GenerativeHead(Head):
             cache.batch_repeat_interleave(k)
             words = table[:, :-1].repeat(n, 1)  # [B*K, n_max-1]: each word's tokens but the last
             mask_k = torch.cat([mask.repeat_interleave(k, dim=0), word_mask[:, :-1].repeat(n, 1).long()], dim=1)
-            positions = (mask_k.cumsum(dim=1) - 1).clamp(min=0)[:, -words.shape[1]:]
-            logits = model(input_ids=words, attention_mask=mask_k, position_ids=positions, past_key_values=cache,
-                           use_cache=False).logits.float()  # [B*K, n_max-1, V]: predict tokens 2..n_max
+            positions = (mask_k.cumsum(dim=1) - 1).clamp(min=0)[:, -words.shape[1] :]
+            logits = model(
+                input_ids=words, attention_mask=mask_k, position_ids=positions, past_key_values=cache, use_cache=False
+            ).logits.float()  # [B*K, n_max-1, V]: predict tokens 2..n_max
             later = torch.log_softmax(logits, dim=-1).gather(-1, table[:, 1:].repeat(n, 1)[..., None]).squeeze(-1)
             scores = scores + (later.view(n, k, n_max - 1) * word_mask[None, :, 1:]).sum(dim=-1)
         return first, scores
@@ -287,6 +301,7 @@ def label_token_ids(tokenizer, prompt_end: str, label_prefix: str, words: list[s
     not give the word back), words that merge with the end of the prompt (their tokens depend on
     the prompt), and words whose first tokens collide (they would score the same).
     """
+
     def ids(s):
         return tokenizer(s, add_special_tokens=False)["input_ids"]
 
@@ -300,7 +315,7 @@ def label_token_ids(tokenizer, prompt_end: str, label_prefix: str, words: list[s
         if together[: len(end)] != end:
             merged.append(word)
             continue
-        word_ids = together[len(end):]
+        word_ids = together[len(end) :]
         unk = tokenizer.unk_token_id
         round_trip = tokenizer.decode(word_ids).strip() == (label_prefix + word).strip()
         if not word_ids or (unk is not None and unk in word_ids) or not round_trip:
@@ -335,11 +350,14 @@ def chat_prompt(tokenizer, template: str) -> str:
             f"{tokenizer.name_or_path}) has no chat template; use head.chat_template=false, or an instruction-"
             "tuned backbone whose tokenizer has one (e.g. backbone=smollm2)"
         )
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": template}], tokenize=False,
-                                             add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": template}], tokenize=False, add_generation_prompt=True
+    )
     if rendered.count("{text}") != 1:
-        raise ConfigError(f"head.chat_template: the chat template does not keep the message's {{text}} once: "
-                          f"{rendered!r}; use head.chat_template=false")
+        raise ConfigError(
+            f"head.chat_template: the chat template does not keep the message's {{text}} once: "
+            f"{rendered!r}; use head.chat_template=false"
+        )
     return rendered
 
 

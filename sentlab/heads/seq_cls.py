@@ -1,4 +1,5 @@
 """Sequence-classification head: a linear layer over the pooled (encoder) or last-token (decoder) state."""
+
 from __future__ import annotations
 
 import torch
