@@ -11,7 +11,7 @@ STORE  ?= sqlite:///$(RUNS)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare test ui server serve bench clean
+.PHONY: help install train sweep compare test lint ui server serve bench clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ compare: install  ## table + plots of the latest sweep (CSV/PNG, logged to it); 
 
 test: install  ## the test suite (fast; what CI runs)
 	$(PY) -m pytest -q
+
+lint: install  ## ruff: lint and format check (CI runs it before the tests); `ruff format .` fixes the format
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ui: install  ## the MLflow UI on the project's store, at http://127.0.0.1:$(PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(STORE) \

@@ -47,13 +47,14 @@ def save_cost(overrides: list[str], tmp: Path) -> dict:
     from hydra import compose, initialize_config_dir
 
     import sentlab  # noqa: F401
-    from sentlab import checkpoints, pipeline
+    from sentlab import checkpoints, models, pipeline
     from sentlab.training import fit
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, "train.epochs=1", f"runs_dir={tmp}"])
-    _, data, tokenizer, head, quantization, device = pipeline.prepare(cfg)
-    model = pipeline.load_model(cfg, head, tokenizer, quantization, device)
+    prepared = pipeline.prepare(cfg)
+    cfg, data, head, device = prepared.cfg, prepared.data, prepared.head, prepared.device
+    model = models.build(cfg, head, device)
     features = {split: head.encode(rows) for split, rows in data.splits.items()}
     saved = checkpoints.Checkpoints(tmp / "checkpoints", every=1, keep=cfg.train.keep_checkpoints)
     times, original = [], saved.save
@@ -66,17 +67,7 @@ def save_cost(overrides: list[str], tmp: Path) -> dict:
 
     saved.save = timed
     start = time.perf_counter()
-    fit(
-        model,
-        head,
-        features["train"],
-        features["val"],
-        cfg.train,
-        device,
-        data.label_names,
-        log_metrics=lambda metrics, step: None,
-        checkpoints=saved,
-    )
+    fit(model, head, features, cfg.train, device, checkpoints=saved)
     total = time.perf_counter() - start
     size = max(f.stat().st_size for f in saved.files()) / 2**20
     steps = len(times) - 1  # one save per step, and one at the epoch's end

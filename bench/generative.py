@@ -82,7 +82,7 @@ def _classifier(cfg):
 
     data = load_data(cfg.data)
     tokenizer = backbones.load_tokenizer(cfg.backbone)
-    head = make_head(cfg, tokenizer, data)
+    head = make_head(cfg, tokenizer, data.labels)
     model = backbones.load_model(
         head.model_class(), cfg.backbone, tokenizer, quantization_config=quant.quantization_config(cfg.quant)
     )
@@ -112,7 +112,7 @@ def part_speed(rows: int, repeats: int, prompt: list[str] = ()) -> dict:
             return scores + mask
 
     def sentlab_way():
-        return evaluate(model, head, features, cfg.train, device, desc="score").preds.tolist()
+        return evaluate(model, head, features, device, 32, "auto", desc="score").preds.tolist()
 
     def seed_way():
         preds = []
@@ -195,14 +195,14 @@ def part_zero_shot(rows: int | None) -> list[dict]:
                 cfg = _cfg(*overrides, "train.eval_batch_size=32")
                 data = load_data(cfg.data)
                 tokenizer = backbones.load_tokenizer(cfg.backbone)
-                head = make_head(cfg, tokenizer, data)
+                head = make_head(cfg, tokenizer, data.labels)
                 if model is None:
                     model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer).eval()
                 splits = ["val"] if data_name == "SST-2 dev" else ["val", "test"]
                 start = time.perf_counter()
                 for split in splits:
                     rows_ = data.splits[split]
-                    ev = evaluate(model, head, head.encode(rows_), cfg.train, torch.device("cpu"), desc=data_name)
+                    ev = evaluate(model, head, head.encode(rows_), torch.device("cpu"), 32, "auto", desc=data_name)
                     m = classification_metrics(ev.labels, ev.preds, data.label_names)
                     counts = [int((ev.preds == i).sum()) for i in range(len(data.label_names))]
                     results.append(
@@ -270,7 +270,7 @@ def part_compute_dtype(rows: int, repeats: int) -> dict:
         )
         data, _, head, model = _classifier(cfg)
         features = head.encode(data.splits["val"])
-        passes[dtype] = lambda m=model, h=head, f=features, c=cfg: evaluate(m, h, f, c.train, torch.device("cpu"))
+        passes[dtype] = lambda m=model, h=head, f=features: evaluate(m, h, f, torch.device("cpu"), 32)
         passes[dtype]()  # warm-up
     times = {dtype: [] for dtype in passes}
     for _ in range(repeats):

@@ -41,6 +41,7 @@ def main():
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast
 
     from sentlab import adapters, quant
+    from sentlab.data import Labels
     from sentlab.heads.generative import GenerativeHead
     from sentlab.training import fit
 
@@ -115,8 +116,7 @@ def main():
         },
     )
     cfg = OmegaConf.create({"head": {"template": "{text}", "label_prefix": " ", "add_bos": False}, "train": train})
-    data = type("D", (), {"label_names": words, "label_words": words})()
-    head = GenerativeHead(cfg, tokenizer, data)
+    head = GenerativeHead(cfg, tokenizer, Labels(words, words))
     n = args.steps * args.batch
     text = " ".join(f"w{i}" for i in range(args.length - 2))  # every example exactly `length` tokens
     split = datasets.Dataset.from_dict({"text": [text] * n, "label": [i % 2 for i in range(n)]})
@@ -125,7 +125,7 @@ def main():
 
     torch.cuda.synchronize()
     start = time.perf_counter()
-    fit(model, head, features, val, cfg.train, torch.device("cuda"), words, log_metrics=lambda m, s: None)
+    fit(model, head, {"train": features, "val": val}, cfg.train, torch.device("cuda"))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     tokens = n * args.length

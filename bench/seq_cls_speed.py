@@ -61,18 +61,17 @@ def _cfg(precision: str, rows: int):
 
 def _setup(precision: str, rows: int):
     """Model with LoRA, head, tokenizer and the benchmark's train rows (the same shuffled rows for every loop)."""
-    from sentlab import adapters, backbones
+    from sentlab import backbones
     from sentlab.data import load_data
     from sentlab.heads import make_head
-    from sentlab.training import pick_device
+    from sentlab.models import build, pick_device
 
     cfg = _cfg(precision, rows)
     data = load_data(cfg.data)
     tokenizer = backbones.load_tokenizer(cfg.backbone)
-    head = make_head(cfg, tokenizer, data)
+    head = make_head(cfg, tokenizer, data.labels)
     device = pick_device("auto")
-    model = backbones.load_model(head.model_class(), cfg.backbone, tokenizer, **head.model_kwargs())
-    model = adapters.add_lora(model, cfg.lora, head.task_type).to(device)
+    model = build(cfg, head, device)
     return cfg, model, head, tokenizer, data, device
 
 
@@ -118,7 +117,7 @@ def part_sentlab(precision: str, rows: int) -> dict:
             result["dev_accuracy"] = metrics["val_accuracy"]
 
     result = {}
-    fit(model, head, train, val, cfg.train, device, data.label_names, log_metrics=on_log)
+    fit(model, head, {"train": train, "val": val}, cfg.train, device, log_metrics=on_log)
     shapes = shapes[: len(stamps)]  # the validation pass collates through the same function
     return {
         **result,
@@ -226,7 +225,7 @@ def part_peak(precision: str, rows: int) -> dict:
     """This machine's matrix-product peak: 2048 x 2048 x 2048, fp32 and bf16, median of 10 after 3 warm-ups."""
     import torch
 
-    from sentlab.training import pick_device
+    from sentlab.models import pick_device
 
     device, peak = pick_device("auto"), {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):

@@ -60,7 +60,8 @@ def _run(overrides: list[str]) -> str:
 
 def logging_cost(tmp: Path) -> dict:
     """Medians over RUNS MiniLM runs of the seconds log_model and log_inputs take, the run's total, and sizes."""
-    from sentlab import mlflow_model, pipeline
+    from sentlab import mlflow_model
+    from sentlab.runs import Run, Store
 
     clock: dict[str, float] = {}
     for name in ("log_model", "log_inputs"):
@@ -91,9 +92,10 @@ def logging_cost(tmp: Path) -> dict:
 
     cfg = _compose(["data=sst2", f"data.dir={SST2}", f"runs_dir={tmp / 'runs'}"])
     data = load_data(cfg.data)
-    with pipeline.tracking.mlflow.start_run():
+    run = Run.new(Store.of(cfg.tracking), "log_inputs on SST-2", {})
+    with run.closing():
         start = time.perf_counter()
-        mlflow_model.log_inputs(cfg, data)
+        mlflow_model.log_inputs(run, cfg, data)
         result["inputs_sst2"] = time.perf_counter() - start
     result["sst2_rows"] = sum(len(s) for s in data.splits.values())
     return result

@@ -237,9 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     composed from conf/), doing any one-time work now (assembling, converting); prints each model folder."""
     import argparse
 
-    from hydra import compose, initialize_config_dir
-
-    from sentlab.train import CONF_DIR, check_group_choices
+    from sentlab.config import check_group_choices, compose
 
     parser = argparse.ArgumentParser(prog="python -m sentlab.backbones", description=main.__doc__)
     parser.add_argument("names", nargs="+", help="options of conf/backbone/, e.g. mpnet")
@@ -247,10 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         check_group_choices([f"backbone={name}" for name in args.names])
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            for name in args.names:
-                backbone = compose("config", overrides=[f"backbone={name}"]).backbone
-                print(f"{name}: {resolve_source(backbone.source, backbone.get('cache_dir'))}")
+        for name in args.names:
+            backbone = compose([f"backbone={name}"]).backbone
+            print(f"{name}: {resolve_source(backbone.source, backbone.get('cache_dir'))}")
     except ConfigError as error:
         print(f"sentlab: error: {error}", file=sys.stderr)
         sys.exit(2)

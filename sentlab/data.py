@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import OmegaConf
-
+from sentlab.config import FORMATS, SPLITS, check_data, data_dir, data_settings, show
 from sentlab.errors import ConfigError
 
 if TYPE_CHECKING:  # `datasets` takes a second to import: only load_data imports it
@@ -23,26 +22,20 @@ if TYPE_CHECKING:  # `datasets` takes a second to import: only load_data imports
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-PAIR_FORMAT = "a [texts.txt, labels.txt] pair"
 
-# Keys a data config may leave out, and what they mean then.
-DEFAULTS = {
-    "name": "data",
-    "hub_id": None,
-    "hub_subset": None,
-    "hub_splits": {},
-    "dir": None,
-    "files": {},
-    "text_column": "text",
-    "label_column": "label",
-    "label_words": None,  # None: the label names themselves
-    "encoding": "utf-8",  # of local text files (csv, tsv, json, txt): any Python codec, e.g. latin-1
-    "val_fraction": 0.1,
-    "max_samples": {},
-    "seed": 0,
-}
+@dataclass(frozen=True)
+class Labels:
+    """What a head needs to know of the data: the label names (index = label id) and the words a generative
+    head scores for them."""
+
+    names: list[str]
+    words: list[str]
+
+    @classmethod
+    def of(cls, data) -> Labels:
+        """The labels a data config (a run's `data` node) names."""
+        settings = data_settings(data)
+        return cls(list(settings["label_names"]), list(settings["label_words"] or settings["label_names"]))
 
 
 @dataclass
@@ -54,51 +47,17 @@ class SentimentData:
     splits: dict[str, datasets.Dataset]  # "train", "val", "test"; columns "text" and "label"
     dropped: dict[str, int]  # per split: rows dropped because their text was empty or not a string
 
-
-def check_data_config(cfg) -> None:
-    """Cheap checks of a data config, reading no rows. Raises ConfigError."""
-    cfg = _as_dict(cfg)
-    names = cfg["label_names"]
-    if not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ConfigError("data.label_names: must be a non-empty list of names, e.g. [negative, positive]")
-    if len({n.lower() for n in names}) != len(names):
-        raise ConfigError(f"data.label_names: names must be distinct (case-insensitive), got {_show(names)}")
-    words = cfg["label_words"]
-    if words is not None and len(words) != len(names):
-        raise ConfigError(
-            f"data.label_words: {len(words)} words for {len(names)} label_names {_show(names)}; "
-            "give one word per label, in the same order (or set data.label_words=null to use the names)"
-        )
-    text_column = cfg["text_column"]
-    if not (isinstance(text_column, str) or (text_column and all(isinstance(c, str) for c in text_column))):
-        raise ConfigError(f"data.text_column: must be a column name or a list of names, got {text_column!r}")
-    for split, n in cfg["max_samples"].items():
-        if split not in SPLITS or not (n is None or (isinstance(n, int) and n > 0)):
-            raise ConfigError(
-                f"data.max_samples.{split}: must be a positive number of rows or null, for train/val/test"
-            )
-
-    if cfg["dir"] is not None:
-        wanted = _check_files(cfg)
-    elif cfg["hub_id"] is not None:
-        wanted = _check_hub_splits(cfg)
-    else:
-        raise ConfigError(
-            f"data.dir: no data source for data '{cfg['name']}': data.dir and data.hub_id are both null "
-            "(set data.dir to the folder that holds the data files, or data.hub_id to a hub data set)"
-        )
-    if "val" not in wanted and not 0 < cfg["val_fraction"] < 1:
-        raise ConfigError(
-            f"data.val_fraction: must be between 0 and 1 to carve val from train, got {cfg['val_fraction']}"
-        )
+    @property
+    def labels(self) -> Labels:
+        return Labels(self.label_names, self.label_words)
 
 
 def load_data(cfg) -> SentimentData:
     """Load the data set a data config describes (cfg is the `data` node of the run config)."""
-    cfg = _as_dict(cfg)
-    check_data_config(cfg)
+    cfg = data_settings(cfg)
+    check_data(cfg)
     if cfg["dir"] is not None:
-        source = str(_data_dir(cfg))
+        source = str(data_dir(cfg))
         raw = _read_files(cfg)
     else:
         source = "/".join(filter(None, [cfg["hub_id"], cfg["hub_subset"]]))
@@ -123,7 +82,7 @@ def load_data(cfg) -> SentimentData:
     if len(present) < len(cfg["label_names"]):
         absent = [name for i, name in enumerate(cfg["label_names"]) if i not in present]
         log.warning(
-            f"data {cfg['name']}: no train rows of {_show(absent)}: the model cannot learn to predict "
+            f"data {cfg['name']}: no train rows of {show(absent)}: the model cannot learn to predict "
             f"{'it' if len(absent) == 1 else 'them'} (check data.label_column and data.label_names)"
         )
     if "val" not in splits:
@@ -148,77 +107,6 @@ def load_data(cfg) -> SentimentData:
     )
 
 
-# --- config helpers ---------------------------------------------------------------------------
-
-
-def _as_dict(cfg) -> dict:
-    """The data node as a plain dict (interpolations resolved), with defaults filled in."""
-    if OmegaConf.is_config(cfg):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = {**DEFAULTS, **cfg}
-    for key in ("hub_splits", "files", "max_samples"):
-        cfg[key] = cfg[key] or {}
-    return cfg
-
-
-def _data_dir(cfg) -> Path:
-    return Path(cfg["dir"]).expanduser().resolve()  # relative to the current directory
-
-
-def _check_files(cfg) -> set[str]:
-    """Check that the folder and every configured file exist; return the splits given."""
-    folder = _data_dir(cfg)
-    if folder.is_file():
-        raise ConfigError(
-            f"data.dir: {folder} is a file, not a folder (set data.dir={folder.parent} and "
-            f"data.files.train={folder.name}, and the other splits' files)"
-        )
-    if not folder.is_dir():
-        raise ConfigError(
-            f"data.dir: folder not found: {folder} (set data.dir to the folder that holds the data files; "
-            f"a relative path is taken from the current directory {Path.cwd()})"
-        )
-    files = {split: name for split, name in cfg["files"].items() if name is not None}
-    for split, name in files.items():
-        setting = f"data.files.{split}"
-        if split not in SPLITS:
-            raise ConfigError(f"{setting}: unknown split '{split}' (use train, val and test)")
-        names = [name] if isinstance(name, str) else list(name)
-        if not isinstance(name, str) and len(names) != 2:
-            raise ConfigError(f"{setting}: a list must be {PAIR_FORMAT}, got {names}")
-        if isinstance(name, str) and Path(name).suffix.lower() not in FORMATS:
-            raise ConfigError(f"{setting}: unknown format of '{name}' (use {', '.join(FORMATS)} or {PAIR_FORMAT})")
-        for file_name in names:
-            if not (folder / file_name).is_file():
-                raise ConfigError(
-                    f"{setting}: file not found: {folder / file_name} "
-                    f"(set data.dir to the folder that holds it, or {setting} to its name)"
-                )
-    for split in ("train", "test"):
-        if split not in files:
-            raise ConfigError(
-                f"data.files.{split}: no {split} file given (set data.files.{split} to a file in {folder})"
-            )
-    return set(files)
-
-
-def _check_hub_splits(cfg) -> set[str]:
-    hub_splits = {split: name for split, name in cfg["hub_splits"].items() if name is not None}
-    for split in hub_splits:
-        if split not in SPLITS:
-            raise ConfigError(f"data.hub_splits.{split}: unknown split '{split}' (use train, val and test)")
-    for split in ("train", "test"):
-        if split not in hub_splits:
-            raise ConfigError(
-                f"data.hub_splits.{split}: no {split} split given (set it to a split of {cfg['hub_id']}, e.g. {split})"
-            )
-    return set(hub_splits)
-
-
-def _show(names) -> str:
-    return "[" + ", ".join(str(n) for n in names) + "]"
-
-
 # --- reading ----------------------------------------------------------------------------------
 
 
@@ -230,7 +118,7 @@ def _read_files(cfg) -> dict:
     """
     import datasets
 
-    folder = _data_dir(cfg)
+    folder = data_dir(cfg)
     raw = {}
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
@@ -394,14 +282,14 @@ def _label_ids(values, label_names: list[str], split: str, where: str) -> dict:
     unknown = sorted((v for v, i in ids.items() if i is None), key=str)
     if any(isinstance(v, float) for v in unknown):
         raise ConfigError(
-            f"data.label_column: {split} ({where}) has fractional labels such as {_show(unknown[:3])}: scores, "
-            f"not classes; labels must be class names {_show(label_names)} or ids 0..{len(label_names) - 1} "
+            f"data.label_column: {split} ({where}) has fractional labels such as {show(unknown[:3])}: scores, "
+            f"not classes; labels must be class names {show(label_names)} or ids 0..{len(label_names) - 1} "
             "(set data.label_column to the column of classes, or bin the scores into classes first)"
         )
     if unknown:
         raise ConfigError(
             f"data.label_names: labels {unknown} in {split} ({where}) are not among label_names "
-            f"{_show(label_names)} (fix the data or set data.label_names)"
+            f"{show(label_names)} (fix the data or set data.label_names)"
         )
     return ids
 

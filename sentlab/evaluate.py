@@ -13,11 +13,9 @@ confusion matrix, the test split as its dataset. `python -m sentlab.compare --ex
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
-from pathlib import Path
 
+from sentlab import cli
 from sentlab.errors import ConfigError
 
 
@@ -46,11 +44,9 @@ def label_mapping(data_names: list[str], run_names: list[str], label_map: dict[s
 
 def compose_data(overrides: list[str]):
     """The data node, composed from conf/ as for training; ConfigError for other keys or a bad override."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    from sentlab.data import check_data_config
-    from sentlab.train import CONF_DIR
+    from sentlab import config
 
     for override in overrides:
         if not override.startswith(("data=", "data.")):
@@ -58,85 +54,73 @@ def compose_data(overrides: list[str]):
                 f"{override}: an evaluation takes data=<group>, data.<key>=... and label_map.<label>=... overrides only"
             )
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        cfg = config.compose(overrides)
     except HydraException as err:
         raise ConfigError(f"{' '.join(overrides)}: {str(err).splitlines()[0]}") from None
-    check_data_config(cfg.data)
+    config.check_data(cfg.data)
     return cfg
 
 
-def evaluate(ref: str, cfg, label_map: dict[str, str]) -> str:
+def evaluate(ref: str, cfg, label_map: dict[str, str], tracking_uri: str) -> str:
     """Classify the data's test split with the model, log the evaluation run; its id."""
-    from mlflow.models import Model
-    from omegaconf import OmegaConf
-
-    from sentlab import mlflow_model, tracking
+    from sentlab import mlflow_model, reports, tags, tracking
     from sentlab.data import load_data
-    from sentlab.pipeline import _log_confusion
+    from sentlab.runs import Run, Store
 
-    mlflow = tracking.mlflow
     with tempfile.TemporaryDirectory() as tmp:
-        paths = mlflow_model.download(ref, tmp)
-        run_cfg = OmegaConf.load(paths["config"])
-        source_id = Model.load(Path(paths["config"]).parents[1]).run_id
-        mapping = label_mapping(list(cfg.data.label_names), list(run_cfg.data.label_names), label_map)
+        files = mlflow_model.fetch(ref, tmp)
+        run_names = list(files.cfg.data.label_names)
+        mapping = label_mapping(list(cfg.data.label_names), run_names, label_map)
         data = load_data(cfg.data)
-        classifier = mlflow_model.from_artifacts(paths)
+        classifier = files.classifier()
     test = data.splits["test"]
     evaluation = classifier.evaluate(test["text"], [mapping[y] for y in test["label"]])
     metrics = evaluation.metrics(classifier.label_names)
 
-    source = mlflow.get_run(source_id)
-    tags = {
-        "sentlab.source_run_id": source_id,
-        "sentlab.evaluate": ref,
-        "sentlab.data": data.name,
-        "sentlab.backbone": source.data.tags.get("sentlab.backbone", ""),
-        "sentlab.head": source.data.tags.get("sentlab.head", ""),
+    source = mlflow_model.mlflow.get_run(files.run_id)
+    store = Store(tracking_uri, source.info.experiment_id)
+    run_tags = {
+        tags.SOURCE_RUN_ID: files.run_id,
+        tags.EVALUATE: ref,
+        tags.DATA: data.name,
+        tags.BACKBONE: source.data.tags.get(tags.BACKBONE, ""),
+        tags.HEAD: source.data.tags.get(tags.HEAD, ""),
     }
-    name = f"evaluate {source.info.run_name} on {data.name}"
-    with mlflow.start_run(experiment_id=source.info.experiment_id, run_name=name, tags=tags) as run:
-        mlflow.log_params(
+    run = Run.new(store, f"evaluate {source.info.run_name} on {data.name}", run_tags)
+    with run.closing():
+        run.log_params(
             {
-                "source_run_id": source_id,
+                "source_run_id": files.run_id,
                 "model": ref,
                 **{f"label_map.{k}": v for k, v in label_map.items()},
                 **{f"data.{k}": v for k, v in tracking.flat_params(cfg.data).items()},
                 "dataset.test_size": len(test),
             }
         )
-        mlflow_model.log_inputs(cfg, data, splits=("test",))
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-        _log_confusion(evaluation, classifier.label_names)
-    print(f"{name}: " + "  ".join(f"test_{k}={metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")))
-    print(f"MLflow run {run.info.run_id} (tag sentlab.source_run_id={source_id})")
-    return run.info.run_id
+        mlflow_model.log_inputs(run, cfg, data, splits=("test",))
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        reports.log_confusion(run, evaluation, classifier.label_names)
+    print(f"{run.name}: " + "  ".join(f"test_{k}={metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")))
+    print(f"MLflow run {run.id} (tag {tags.SOURCE_RUN_ID}={files.run_id})")
+    return run.id
 
 
+@cli.entry_point("sentlab.evaluate")
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sentlab.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("model", metavar="MODEL", help="a run id, runs:/RUN_ID/model or models:/NAME@ALIAS")
+    p = cli.parser("sentlab.evaluate", __doc__)
     p.add_argument("overrides", nargs="*", help="data=<group>, data.<key>=..., label_map.<data label>=<run label>")
-    p.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="the MLflow store (default: %(default)s)")
     args = p.parse_args(argv)
-    try:
-        pairs = [o.split("=", 1) for o in args.overrides if o.startswith("label_map.")]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ConfigError("label_map: write label_map.<data label>=<run label>, e.g. label_map.pos=positive")
-        label_map = {key.removeprefix("label_map."): value for key, value in pairs}
-        cfg = compose_data([o for o in args.overrides if not o.startswith("label_map.")])
-        from sentlab import mlflow_model
+    pairs = [o.split("=", 1) for o in args.overrides if o.startswith("label_map.")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ConfigError("label_map: write label_map.<data label>=<run label>, e.g. label_map.pos=positive")
+    label_map = {key.removeprefix("label_map."): value for key, value in pairs}
+    cfg = compose_data([o for o in args.overrides if not o.startswith("label_map.")])
+    from sentlab import mlflow_model
 
-        mlflow_model.use_store(args.tracking_uri)
-        evaluate(args.model, cfg, label_map)
-    except ConfigError as err:
-        print(f"sentlab.evaluate: error: {err}", file=sys.stderr)
-        return 2
+    mlflow_model.use_store(args.tracking_uri)
+    evaluate(args.model, cfg, label_map, args.tracking_uri)
     return 0
 
 
 if __name__ == "__main__":
-    from sentlab import console
-
-    console.run_cli(main)
+    cli.run(main)

@@ -13,11 +13,11 @@ on standard output, or --out FILE.jsonl / FILE.csv.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from sentlab import cli
 from sentlab.errors import ConfigError
 
 TABLES = {".csv": ",", ".tsv": "\t"}
@@ -69,20 +69,21 @@ def compare(refs: list[str], texts: list[str], batch_size: int | None):
 
     import pandas as pd
 
+    from sentlab import classifier as classifiers
     from sentlab import mlflow_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [mlflow_model.download(ref, f"{tmp}/{i}") for i, ref in enumerate(refs)]
-        classifiers = mlflow_model.build_shared(paths, refs)
+        files = [mlflow_model.fetch(ref, f"{tmp}/{i}") for i, ref in enumerate(refs)]
+        shared = classifiers.load_shared([(ref, f.cfg, f.adapter) for ref, f in zip(refs, files)])
     frame = pd.DataFrame({"text": texts})
-    for ref, classifier in zip(refs, classifiers):
+    for ref, classifier in zip(refs, shared):
         predicted = classifier.predict(texts, batch_size)
         frame[f"{ref}:label"], frame[f"{ref}:probability"] = predicted["label"], predicted["probability"]
     return frame
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m sentlab.predict", description=__doc__.split("\n")[0])
+    p = cli.parser("sentlab.predict", __doc__, model=False)
     p.add_argument(
         "args",
         nargs="*",
@@ -99,44 +100,38 @@ def parse_args(argv=None):
     p.add_argument("--text-column", default="text", help="the column of --file that holds the texts (default: text)")
     p.add_argument("--out", help="write .jsonl or .csv here instead of JSON lines on standard output")
     p.add_argument("--batch-size", type=int, help="texts per batch (default: the run's train.eval_batch_size)")
-    p.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="the MLflow store (default: %(default)s)")
     return p.parse_intermixed_args(argv)
 
 
+@cli.entry_point("sentlab.predict")
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        refs = args.compare or args.args[:1]
-        texts = args.args if args.compare else args.args[1:]
-        if not refs:
-            raise ConfigError("MODEL: no model given (a run id, runs:/RUN_ID/model or models:/NAME@ALIAS)")
-        if args.batch_size is not None and args.batch_size < 1:
-            raise ConfigError(f"--batch-size: must be 1 or more, got {args.batch_size}")
-        if args.out and Path(args.out).suffix.lower() not in OUTPUTS:
-            raise ConfigError(f"--out: unknown format of {args.out} (use .jsonl or .csv)")
-        if args.file:
-            texts += read_texts(args.file, args.text_column)
-        elif not texts and not sys.stdin.isatty():
-            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        if not texts:
-            raise ConfigError("texts: none given (as arguments, with --file, or on standard input)")
+    refs = args.compare or args.args[:1]
+    texts = args.args if args.compare else args.args[1:]
+    if not refs:
+        raise ConfigError(f"MODEL: no model given ({cli.MODEL_HELP})")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be 1 or more, got {args.batch_size}")
+    if args.out and Path(args.out).suffix.lower() not in OUTPUTS:
+        raise ConfigError(f"--out: unknown format of {args.out} (use .jsonl or .csv)")
+    if args.file:
+        texts += read_texts(args.file, args.text_column)
+    elif not texts and not sys.stdin.isatty():
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ConfigError("texts: none given (as arguments, with --file, or on standard input)")
 
-        from sentlab import mlflow_model
+    from sentlab import mlflow_model
 
-        mlflow_model.use_store(args.tracking_uri)
-        if args.compare:
-            frame = compare(refs, texts, args.batch_size)
-        else:
-            frame = mlflow_model.load(refs[0]).predict(texts, args.batch_size)
-            frame.insert(0, "text", texts)
-    except ConfigError as err:
-        print(f"sentlab.predict: error: {err}", file=sys.stderr)
-        return 2
+    mlflow_model.use_store(args.tracking_uri)
+    if args.compare:
+        frame = compare(refs, texts, args.batch_size)
+    else:
+        frame = mlflow_model.load(refs[0]).predict(texts, args.batch_size)
+        frame.insert(0, "text", texts)
     write(frame, args.out)
     return 0
 
 
 if __name__ == "__main__":
-    from sentlab import console
-
-    console.run_cli(main)
+    cli.run(main)

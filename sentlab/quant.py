@@ -20,8 +20,6 @@ from sentlab.errors import ConfigError
 # Modules that must never be quantized: a quantized head cannot train (peft #1720), and a 2-row
 # output layer does not even load in 4-bit. lm_head (embed_out in older GPT-NeoX code) is the LM output layer.
 HEAD_MODULES = ["classifier", "pre_classifier", "score", "lm_head", "embed_out"]
-NAMES = ("none", "int8", "nf4")
-DTYPES = ("fp32", "bf16", "fp16")
 
 
 @functools.cache
@@ -61,57 +59,43 @@ def import_only_if_needed(quant) -> None:
         unavailable.cache_clear()
 
 
-def _dtype(name: str, setting: str):
+def torch_dtype(name: str):
+    """fp32 | bf16 | fp16 as a torch dtype."""
     import torch
 
-    if name not in DTYPES:
-        raise ConfigError(f"{setting}: unknown dtype {name!r} (one of: {', '.join(DTYPES)})")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def quantization_config(quant):
-    """transformers' BitsAndBytesConfig for `quant.name`, or None for full precision.
-
-    Runs before the MLflow run starts: bad settings, and bitsandbytes not running here with
-    quant.fallback=error, are ConfigErrors.
-    """
-    if quant.name not in NAMES:
-        raise ConfigError(f"quant: unknown quantization '{quant.name}' (use quant=none, quant=int8 or quant=nf4)")
-    if quant.name == "none":
+def check(quant) -> str | None:
+    """Before the run starts: can bitsandbytes quantize here? If not, quant.fallback=error is a ConfigError, and
+    quant.fallback=full_precision a warning and the reason, returned (the run's tag `sentlab.quant_fallback`)."""
+    if quant.name == "none" or not (reason := unavailable()):
         return None
-    if quant.fallback not in ("error", "full_precision"):
-        raise ConfigError(f"quant.fallback: unknown value {quant.fallback!r} (error or full_precision)")
-    if reason := unavailable():
-        if quant.fallback == "error":
-            raise ConfigError(
-                f"quant: quant={quant.name} needs bitsandbytes, but {reason} "
-                "(use quant=none, or quant.fallback=full_precision to train unquantized with a warning)"
-            )
-        warnings.warn(
-            f"quant={quant.name}: {reason}; training in FULL PRECISION instead (quant.fallback)", stacklevel=2
+    if quant.fallback == "error":
+        raise ConfigError(
+            f"quant: quant={quant.name} needs bitsandbytes, but {reason} "
+            "(use quant=none, or quant.fallback=full_precision to train unquantized with a warning)"
         )
-        return None
+    warnings.warn(f"quant={quant.name}: {reason}; training in FULL PRECISION instead (quant.fallback)", stacklevel=2)
+    return f"full_precision: {reason}"
 
+
+def quantization_config(quant):
+    """transformers' BitsAndBytesConfig for `quant.name` (settings checked by sentlab.config), or None: full
+    precision, or bitsandbytes cannot run here (check() has said so before the run started)."""
+    if quant.name == "none" or unavailable():
+        return None
     from transformers import BitsAndBytesConfig
 
     if quant.name == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_MODULES)
-    if quant.quant_type not in ("nf4", "fp4"):
-        raise ConfigError(f"quant.quant_type: unknown 4-bit type {quant.quant_type!r} (nf4 or fp4)")
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quant.quant_type,
         bnb_4bit_use_double_quant=bool(quant.double_quant),
-        bnb_4bit_compute_dtype=_dtype(quant.compute_dtype, "quant.compute_dtype"),
+        bnb_4bit_compute_dtype=torch_dtype(quant.compute_dtype),
         llm_int8_skip_modules=HEAD_MODULES,
     )
-
-
-def fallback_tag(quant, quantization) -> str | None:
-    """The `sentlab.quant_fallback` tag value when a quantized run fell back to full precision."""
-    if quant.name != "none" and quantization is None:
-        return f"full_precision: {unavailable()}"
-    return None
 
 
 def prepare(model, quant):

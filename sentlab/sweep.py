@@ -19,6 +19,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
+from sentlab import tags
+
 SUMMARY_FILE = "summary.json"  # in the sweep's folder and on the parent run
 
 
@@ -64,26 +66,26 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         client = tracking.mlflow.MlflowClient()
         identity = sweep_id(config)
-        tags = {
-            "sentlab.sweep": "parent",
-            "sentlab.sweep_id": identity,
-            "sentlab.sweep_dir": str(sweep_dir),
-            "sentlab.overrides": " ".join(overrides),
+        parent_tags = {
+            tags.SWEEP: "parent",
+            tags.SWEEP_ID: identity,
+            tags.SWEEP_DIR: str(sweep_dir),
+            tags.OVERRIDES: " ".join(overrides),
         }
         found = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`sentlab.sweep_id` = '{identity}'",
+            filter_string=f"tags.`{tags.SWEEP_ID}` = '{identity}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         if found:  # the same sweep command again: it continues its parent run
             parent_id = found[0].info.run_id
             client.update_run(parent_id, status="RUNNING")
-            client.set_tag(parent_id, "sentlab.sweep_dir", str(sweep_dir))
+            client.set_tag(parent_id, tags.SWEEP_DIR, str(sweep_dir))
             print(f"sweep: continuing MLflow parent run {parent_id}")
         else:
             name = config.run_name or f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}"
-            parent_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            parent_id = client.create_run(experiment_id, run_name=name, tags=parent_tags).info.run_id
             print(f"sweep: MLflow parent run {parent_id}")
         # Overrides with one value are the same in every job: left out of the child run names.
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -109,18 +111,9 @@ class SweepCallback(Callback):
         (self.sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary["data"], indent=1))
         print(summary["text"])
         if summary["data"]["repeated"]:  # settings over several seeds: their aggregated table goes to the parent
-            from sentlab import compare
+            from sentlab import comparison
 
-            compare.main(
-                [
-                    "--store",
-                    config.tracking.uri,
-                    "--sweep",
-                    self.parent_run_id,
-                    "--out",
-                    str(Path(config.runs_dir) / "compare" / self.parent_run_id),
-                ]
-            )
+            comparison.report(client, config.runs_dir, sweep=self.parent_run_id)
         if config.tracking.get("registered_model") and summary["data"]["best"]:
             register_best(config.tracking.registered_model, summary["data"]["best"]["run_id"])
         client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
@@ -138,22 +131,13 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
     """
     from sentlab import tracking
 
-    client = tracking.mlflow.MlflowClient()
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    search = f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    for run in client.search_runs([experiment_id], filter_string=search + " and attributes.status = 'RUNNING'"):
-        client.set_tag(run.info.run_id, "error", "the job ended without closing its run (process killed?)")
-        client.set_terminated(run.info.run_id, "KILLED")
-    children = client.search_runs(
-        [experiment_id], filter_string=search, max_results=50000, order_by=["attributes.start_time DESC"]
-    )
-    jobs = list({r.data.tags.get("sentlab.config_hash", r.info.run_id): r for r in reversed(children)}.values())
-    reused = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" in r.data.tags]
-    finished = [r for r in jobs if r.info.status == "FINISHED" and "sentlab.reuses" not in r.data.tags]
-    pruned = [r for r in jobs if r.info.status == "KILLED" and "sentlab.pruned" in r.data.tags]  # not a failure
+    jobs = _jobs(tracking.mlflow.MlflowClient(), parent_run_id)
+    reused = [r for r in jobs if r.info.status == "FINISHED" and tags.REUSES in r.data.tags]
+    finished = [r for r in jobs if r.info.status == "FINISHED" and tags.REUSES not in r.data.tags]
+    pruned = [r for r in jobs if r.info.status == "KILLED" and tags.PRUNED in r.data.tags]  # not a failure
     failed = [r for r in jobs if r.info.status != "FINISHED" and r not in pruned]
 
-    settings = [r.data.tags["sentlab.setting_hash"] for r in finished + reused if "sentlab.setting_hash" in r.data.tags]
+    settings = [r.data.tags[tags.SETTING_HASH] for r in finished + reused if tags.SETTING_HASH in r.data.tags]
     key = f"val_{select_metric}"
     scored = [r for r in finished + reused if math.isfinite(r.data.metrics.get(key, math.nan))]
     best = max(scored, key=lambda r: r.data.metrics[key], default=None)
@@ -165,7 +149,8 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
         + f"; parent run {parent_run_id}"
     ]
     lines += [
-        f"  {r.info.status:<7} {r.info.run_name}: {r.data.tags.get('error', '?').splitlines()[0][:200]}" for r in failed
+        f"  {r.info.status:<7} {r.info.run_name}: {r.data.tags.get(tags.ERROR, '?').splitlines()[0][:200]}"
+        for r in failed
     ]
     if best is not None:
         lines.append(f"  best    {best.info.run_name}: {key}={best.data.metrics[key]:.4f} (run {best.info.run_id})")
@@ -176,9 +161,9 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
 
     data = {
         "finished": [row(r) for r in finished],
-        "failed": [{**row(r), "status": r.info.status, "error": r.data.tags.get("error")} for r in failed],
-        "reused": [{**row(r), "reuses": r.data.tags["sentlab.reuses"]} for r in reused],
-        "pruned": [{**row(r), "pruned": r.data.tags["sentlab.pruned"]} for r in pruned],
+        "failed": [{**row(r), "status": r.info.status, "error": r.data.tags.get(tags.ERROR)} for r in failed],
+        "reused": [{**row(r), "reuses": r.data.tags[tags.REUSES]} for r in reused],
+        "pruned": [{**row(r), "pruned": r.data.tags[tags.PRUNED]} for r in pruned],
         "best": row(best) if best else None,
         "select_metric": key,
         "repeated": len(set(settings)) < len(settings),  # some setting ran with several seeds
@@ -189,11 +174,25 @@ def summarize(parent_run_id: str, select_metric: str) -> dict:
         "sweep_reused": len(reused),
         "sweep_pruned": len(pruned),
     }
-    tags = {"sentlab.summary": "\n".join(lines)[:5000]}
+    summary_tags = {tags.SUMMARY: "\n".join(lines)[:5000]}
     if best is not None:
         metrics[f"best_{key}"] = best.data.metrics[key]
-        tags.update({"sentlab.best_run_id": best.info.run_id, "sentlab.best_run_name": best.info.run_name})
-    return {"text": "\n".join(lines), "data": data, "metrics": metrics, "tags": tags}
+        summary_tags.update({tags.BEST_RUN_ID: best.info.run_id, tags.BEST_RUN_NAME: best.info.run_name})
+    return {"text": "\n".join(lines), "data": data, "metrics": metrics, "tags": summary_tags}
+
+
+def _jobs(client, parent_run_id: str) -> list:
+    """A sweep's jobs: its child runs, the latest per config; children left RUNNING by a killed process are
+    marked KILLED first."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    search = f"tags.`{tags.PARENT_RUN_ID}` = '{parent_run_id}'"
+    for run in client.search_runs([experiment_id], filter_string=search + " and attributes.status = 'RUNNING'"):
+        client.set_tag(run.info.run_id, tags.ERROR, "the job ended without closing its run (process killed?)")
+        client.set_terminated(run.info.run_id, "KILLED")
+    children = client.search_runs(
+        [experiment_id], filter_string=search, max_results=50000, order_by=["attributes.start_time DESC"]
+    )
+    return list({r.data.tags.get(tags.CONFIG_HASH, r.info.run_id): r for r in reversed(children)}.values())
 
 
 def register_best(name: str, run_id: str) -> None:

@@ -1,13 +1,12 @@
-"""MLflow tracking: the store, the run of each job (a child of its sweep's parent run), params and artifacts."""
+"""MLflow tracking basics: the store and experiment, what a run is named, its config as params and as a hash.
+A run's life (new, reused, resumed, closed) is sentlab.runs'."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -134,108 +133,3 @@ def read_sweep(sweep_dir: str | None) -> dict | None:
     """What the sweep callback wrote before the jobs started: parent_run_id, fixed_overrides."""
     path = Path(sweep_dir) / SWEEP_FILE if sweep_dir else None
     return json.loads(path.read_text()) if path and path.exists() else None
-
-
-def runs_of(experiment_id: str, config_hash: str, status: str | None = None) -> list:
-    """This experiment's runs of one config (tag `sentlab.config_hash`), newest first."""
-    search = f"tags.`sentlab.config_hash` = '{config_hash}'"
-    if status:
-        search += f" and attributes.status = '{status}'"
-    return mlflow.MlflowClient().search_runs(
-        [experiment_id], filter_string=search, order_by=["attributes.start_time DESC"], max_results=1000
-    )
-
-
-def finished_run(experiment_id: str, config_hash: str, parent_run_id: str):
-    """The FINISHED run that answers a sweep job: its own child run if the sweep already has one, else the
-    latest from elsewhere (a single run, another sweep); None if the config never finished."""
-    runs = runs_of(experiment_id, config_hash, "FINISHED")
-    own = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_run_id]
-    return (own or runs or [None])[0]
-
-
-def process_tags() -> dict:
-    """Where a run's process lives (tags `sentlab.host`, `sentlab.pid`): what tells a dead RUNNING run."""
-    return {"sentlab.host": socket.gethostname(), "sentlab.pid": str(os.getpid())}
-
-
-def is_alive(run) -> bool | None:
-    """Whether a RUNNING run's process is still at work, looked up by its pid on this host; None for a process of
-    another host, which cannot be looked up (resume=RUN_ID resumes such a run once you know it died)."""
-    if run.info.status != "RUNNING":
-        return False
-    if run.data.tags.get("sentlab.host") != socket.gethostname():
-        return None
-    try:
-        os.kill(int(run.data.tags["sentlab.pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (KeyError, ValueError, PermissionError):
-        return True
-    return True
-
-
-def interrupted_runs(experiment_id: str, config_hash: str, parent_run_id: str | None) -> list:
-    """Runs of this config, in this sweep (or, for None, in no sweep), that stopped before the end: KILLED by
-    a signal, or RUNNING with a dead process (SIGKILL, out of memory). Newest first."""
-    return [
-        r
-        for r in runs_of(experiment_id, config_hash)
-        if r.data.tags.get("mlflow.parentRunId") == parent_run_id
-        and (r.info.status == "KILLED" or (r.info.status == "RUNNING" and is_alive(r) is False))
-    ]
-
-
-def reuse_run(experiment_id: str, name: str, parent_run_id: str, tags: dict, done) -> str:
-    """A sweep job answered by a FINISHED run from elsewhere: a FINISHED child of the sweep that carries that
-    run's params and metrics and says whose results it reuses (tag `sentlab.reuses`)."""
-    client = mlflow.MlflowClient()
-    source = done.data.tags.get("sentlab.reuses", done.info.run_id)
-    run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={
-            **tags,
-            "mlflow.parentRunId": parent_run_id,
-            "sentlab.reuses": source,
-            "mlflow.note.content": f"Reuses the results of run {source} (same config, already FINISHED).",
-        },
-    )
-    try:
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run.info.run_id,
-            metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in done.data.metrics.items()],
-            params=[mlflow.entities.Param(k, v) for k, v in done.data.params.items()],
-        )
-    finally:
-        client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
-
-
-def failed_run(
-    experiment_id: str, name: str, parent_run_id: str | None, tags: dict, params: dict, error: BaseException
-):
-    """Record a job that failed before its run could start (e.g. a bad setting in one sweep job) as a FAILED run."""
-    client = mlflow.MlflowClient()
-    run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={
-            **tags,
-            **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
-            "error": f"{type(error).__name__}: {error}"[:5000],
-        },
-    )
-    try:
-        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
-    finally:
-        client.set_terminated(run.info.run_id, "FAILED")
-    return run.info.run_id
-
-
-def log_figure(fig, path: str):
-    import matplotlib.pyplot as plt
-
-    mlflow.log_figure(fig, path)
-    plt.close(fig)

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import sys
 import traceback
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sentlab.config import CONF_DIR, check_group_choices
 from sentlab.errors import ConfigError, RunError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the repository's conf/
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -49,28 +47,6 @@ def main(cfg: DictConfig) -> float:
         print(f"sentlab: job {hydra_cfg.job.num} failed: {detail}", file=sys.stderr)
         return float("nan")  # an optimizing sweeper records the trial as failed
     return result["val"][cfg.train.select_metric]  # what an optimizing sweeper maximizes
-
-
-def check_group_choices(argv: list[str]) -> None:
-    """An unknown option of a config group (`backbone=llama9`) as one line naming the choices, before Hydra
-    starts (Hydra's own message is a paragraph). Values of a sweep (`backbone=a,b`) are checked one by one;
-    Hydra's own groups (hydra/launcher=..., options that plugins add) are left to Hydra."""
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        folder = CONF_DIR / key
-        if (
-            not sep
-            or key.startswith("hydra")
-            or not folder.is_dir()
-            or not value
-            or value == "null"
-            or value[0] in "[("
-        ):
-            continue
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
-        values = value.removeprefix("choice(").removesuffix(")").split(",")
-        for unknown in [v.strip() for v in values if v.strip() not in choices]:
-            raise ConfigError(f"{key}: no option '{unknown}' in conf/{key}/ (choose one of: {', '.join(choices)})")
 
 
 if __name__ == "__main__":

@@ -16,17 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sentlab import distributed
-from sentlab.checkpoints import Checkpoints, Stopped, rng_states, set_rng_states
+from sentlab.checkpoints import Stopped, rng_states, set_rng_states
 from sentlab.errors import RunError
 from sentlab.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device, model=None) -> str:
@@ -70,15 +64,16 @@ class Evaluation:
 
 
 @torch.inference_mode()
-def evaluate(model, head, features, train_cfg, device, desc="eval") -> Evaluation:
-    """Loss and label log-probabilities on encoded `features`."""
+def evaluate(model, head, features, device, batch_size: int, precision: str = "auto", desc="eval") -> Evaluation:
+    """Loss and label log-probabilities on encoded `features`, in batches of `batch_size` sorted by length, in
+    `precision` (as train.precision: auto picks the hardware's)."""
     model.eval()
-    precision = resolve_precision(train_cfg.precision, device, model)
+    precision = resolve_precision(precision, device, model)
     with autocast(device, precision):
         head.start_evaluation(model, device)  # e.g. contextual calibration's content-free scores
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
-    loader = DataLoader(features.select(order), batch_size=train_cfg.eval_batch_size, collate_fn=head.collate)
+    loader = DataLoader(features.select(order), batch_size=batch_size, collate_fn=head.collate)
     losses, log_probs, labels = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         batch = to_device(batch, device)
@@ -112,9 +107,7 @@ def epoch_batches(
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches = []
     for start in range(0, len(order), batch_size * MEGABATCH):
-        chunk = sorted(
-            order[start : start + batch_size * MEGABATCH], key=lengths.__getitem__
-        )  # stable: ties stay shuffled
+        chunk = sorted(order[start : start + batch_size * MEGABATCH], key=lengths.__getitem__)  # stable: ties shuffled
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
@@ -137,182 +130,216 @@ class Progress:
     train_s: float = 0.0  # seconds of training so far, a stopped run's earlier attempts included
 
 
+def _no_log(metrics: dict, step: int) -> None:
+    pass
+
+
 def fit(
-    model,
-    head,
-    train_features,
-    val_features,
-    train_cfg,
-    device,
-    label_names,
-    log_metrics,
-    checkpoints: Checkpoints | None = None,
-    after_epoch=None,
+    model, head, features: dict, train_cfg, device, *, log_metrics=_no_log, checkpoints=None, after_epoch=None
 ) -> dict:
-    """Train for train_cfg.epochs (fewer with train.patience); returns the kept epoch, its validation metrics and
-    the training time (`epoch`, `val`, `train_time_s`).
+    """Train for train_cfg.epochs (fewer with train.patience) on features["train"], validating on
+    features["val"]; returns the kept epoch, its validation metrics and the training time (`epoch`, `val`,
+    `train_time_s`).
 
     `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and val_*
-    metrics after each evaluated epoch (step = epoch). With `checkpoints`, training starts from the latest
-    checkpoint there, if any, saves one when due and at each epoch's end, and on a stop signal saves one and
-    raises Stopped. `after_epoch(epoch, val)`, if given, runs after each evaluated epoch and may raise to end
-    training there (sentlab.study.Pruned: an Optuna trial that its study's pruner stops).
+    metrics after each evaluated epoch (step = epoch). With `checkpoints` (sentlab.checkpoints.Checkpoints),
+    training starts from the latest checkpoint there, if any, saves one when due and at each epoch's end, and on
+    a stop signal saves one and raises Stopped. `after_epoch(epoch, val)`, if given, runs after each evaluated
+    epoch and may raise to end training there (sentlab.study.Pruned: an Optuna trial that its pruner stops).
 
     In a process group (train.num_processes > 1, sentlab.distributed) every rank calls fit: the epoch's global
     batches of batch_size * N examples are cut into one shard per rank, DDP averages the gradients, the loss
     logged is the global batches'; only rank 0 validates, logs and writes checkpoints, and rank 0's checkpoint
-    holds every rank's RNG states. `val_features`, `log_metrics` and `after_epoch` matter on rank 0 only (an
+    holds every rank's RNG states. features["val"], `log_metrics` and `after_epoch` matter on rank 0 only (an
     after_epoch that raises there ends the other ranks too).
     """
-    from transformers import get_scheduler
+    return Trainer(model, head, features, train_cfg, device, log_metrics, checkpoints, after_epoch).run()
 
-    rank, world = distributed.rank(), distributed.world_size()
-    global_batch = train_cfg.batch_size * world  # train.batch_size is per process
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(trainable.values(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    precision = resolve_precision(train_cfg.precision, device, model)
-    lengths = [len(ids) for ids in train_features["input_ids"]]
-    n_batches = math.ceil(len(lengths) / global_batch)
-    total_steps = math.ceil(n_batches / train_cfg.grad_accum) * train_cfg.epochs
-    scheduler = get_scheduler(train_cfg.scheduler, optimizer, int(train_cfg.warmup_ratio * total_steps), total_steps)
-    progress = Progress()
-    state = checkpoints.latest() if checkpoints and rank == 0 else None
-    if (state := distributed.broadcast(state)) is not None:  # rank 0's checkpoint, on every rank
-        model.load_state_dict(state["trainable"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress = Progress(**state["progress"])
-        if rank > 0:
-            set_rng_states(state["rng_ranks"][rank])
-        log.info(f"resumed at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
-    ddp_model = distributed.wrap(model, device)
-    start = time.perf_counter() - progress.train_s
-    seen = 0  # examples this process trained on (this attempt)
 
-    def checkpoint():
-        if not checkpoints:
+class Trainer:
+    """One training: the optimizer and schedule of the trainable weights, the progress, the checkpoints."""
+
+    def __init__(self, model, head, features, train_cfg, device, log_metrics, checkpoints, after_epoch):
+        from transformers import get_scheduler
+
+        self.model, self.head, self.cfg, self.device = model, head, train_cfg, device
+        self.train_features, self.val_features = features["train"], features.get("val")
+        self.log_metrics, self.checkpoints, self.after_epoch = log_metrics, checkpoints, after_epoch
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.global_batch = train_cfg.batch_size * self.world  # train.batch_size is per process
+        self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.optimizer = torch.optim.AdamW(
+            self.trainable.values(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
+        )
+        self.precision = resolve_precision(train_cfg.precision, device, model)
+        self.lengths = [len(ids) for ids in self.train_features["input_ids"]]
+        self.n_batches = math.ceil(len(self.lengths) / self.global_batch)
+        total_steps = math.ceil(self.n_batches / train_cfg.grad_accum) * train_cfg.epochs
+        warmup = int(train_cfg.warmup_ratio * total_steps)
+        self.scheduler = get_scheduler(train_cfg.scheduler, self.optimizer, warmup, total_steps)
+        self.progress = Progress()
+        self.seen = 0  # examples this process trained on (this attempt)
+
+    def run(self) -> dict:
+        self._resume()
+        self.ddp_model = distributed.wrap(self.model, self.device)
+        self.start = time.perf_counter() - self.progress.train_s
+        progress = self.progress
+        while progress.epoch <= self.cfg.epochs and progress.stopped_epoch is None:
+            epoch = progress.epoch
+            self._train_epoch(epoch)
+            progress.epoch, progress.batch = epoch + 1, 0
+            if (self.cfg.eval_every_epoch or epoch == self.cfg.epochs) and self.rank == 0:  # the others wait
+                self._validate(epoch)
+            progress.stopped_epoch = distributed.broadcast(progress.stopped_epoch)  # rank 0's early stop, for all
+            stop = self._agreed_stop()
+            self._checkpoint()  # the epoch's end: a resumed run goes on with the next epoch
+            self._stop_if_asked(stop)
+        if self.world > 1:
+            log.info(f"rank {self.rank}: trained on {self.seen} examples")
+        if progress.kept_state is not None and progress.kept["epoch"] != progress.epoch - 1:
+            self.model.load_state_dict(progress.kept_state, strict=False)
+            log.info(
+                f"kept the adapter of epoch {progress.kept['epoch']} "
+                f"(best val_{self.cfg.select_metric}={progress.best_score:.4f})"
+            )
+        return {**progress.kept, "train_time_s": time.perf_counter() - self.start}
+
+    def _resume(self) -> None:
+        """From rank 0's latest checkpoint, on every rank, if there is one."""
+        state = self.checkpoints.latest() if self.checkpoints and self.rank == 0 else None
+        if (state := distributed.broadcast(state)) is None:
             return
-        rng_ranks = distributed.gather_objects(rng_states()) if world > 1 else None  # a collective: every rank
-        if rank == 0:
-            progress.train_s = time.perf_counter() - start
-            state = {
-                "progress": vars(progress),
-                "trainable": {n: p.detach() for n, p in trainable.items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            }
-            checkpoints.save({**state, "rng_ranks": rng_ranks} if rng_ranks else state, progress.step)
+        self.model.load_state_dict(state["trainable"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        if self.rank > 0:
+            set_rng_states(state["rng_ranks"][self.rank])
+        log.info(f"resumed at step {self.progress.step} (epoch {self.progress.epoch}, batch {self.progress.batch})")
 
-    def agreed_stop() -> int | None:
-        """The stop signal that reached any rank (or None): every rank decides on this agreed signal, never on
-        its own flag, which a signal can set at any moment. One collective with N ranks; none with one."""
-        signum = (checkpoints.stop_signal if checkpoints else None) or 0
-        if world > 1:
-            signum = int(distributed.gather([signum])[:, 0].max())
-        return signum or None
-
-    def stop_if_asked(signum: int | None):
-        if signum:
-            raise Stopped(signum, progress.epoch, progress.step)
-
-    while progress.epoch <= train_cfg.epochs and progress.stopped_epoch is None:
-        epoch = progress.epoch
-        model.train()
-        batches = epoch_batches(lengths, global_batch, train_cfg.seed, epoch, train_cfg.group_by_length)
+    def _train_epoch(self, epoch: int) -> None:
+        cfg, progress = self.cfg, self.progress
+        self.model.train()
+        batches = epoch_batches(self.lengths, self.global_batch, cfg.seed, epoch, cfg.group_by_length)
         shards = [distributed.shard(b) for b in batches[progress.batch :]]  # this rank's part of each, its factor
         # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
         loader = DataLoader(
-            train_features,
+            self.train_features,
             batch_sampler=[mine for mine, _ in shards],
-            collate_fn=head.collate,
+            collate_fn=self.head.collate,
             generator=torch.Generator(),
         )
         # One bar per epoch, in examples of all ranks (its rate is examples/s); None: off when not a terminal.
-        bar = tqdm(
-            total=len(lengths),
+        self.bar = tqdm(
+            total=len(self.lengths),
             initial=sum(map(len, batches[: progress.batch])),
-            desc=f"epoch {epoch}/{train_cfg.epochs}",
+            desc=f"epoch {epoch}/{cfg.epochs}",
             unit="ex",
-            disable=None if rank == 0 else True,
+            disable=None if self.rank == 0 else True,
         )
         # The loss is summed on the device and read every log_every steps: reading it each step would make the
-        # host wait for the device (a sync per step on a GPU).
-        loss_sum, loss_count = torch.zeros((), device=device), 0
-        # With N ranks, each adds its shard's loss times its factor: their sum over ranks / N is the global batch's.
-        for i, (batch, (_, factor)) in enumerate(zip(loader, shards), start=progress.batch):
-            with autocast(device, precision):
-                loss = head.loss(ddp_model, to_device(batch, device))
-            (loss * factor / train_cfg.grad_accum).backward()
-            loss_sum += loss.detach().float() * factor
-            loss_count += 1
-            bar.update(len(batches[i]))
-            seen += len(batch["labels"]) if factor else 0
-            if (i + 1) % train_cfg.grad_accum and i + 1 < n_batches:
-                continue
-            torch.nn.utils.clip_grad_norm_(trainable.values(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.batch, progress.step = i + 1, progress.step + 1
-            stop = agreed_stop()
-            if progress.step % train_cfg.log_every == 0 or i + 1 == n_batches:  # on every rank at once
-                mean_loss = distributed.gather([loss_sum.item()])[:, 0].sum().item() / world / loss_count
-                if not math.isfinite(mean_loss):
-                    bar.close()
-                    raise RunError(
-                        f"train loss is {mean_loss} at epoch {epoch}, step {progress.step}: lower train.lr "
-                        f"(now {train_cfg.lr}) or use train.precision=fp32"
-                    )
-                if progress.step % train_cfg.log_every == 0 and rank == 0:
-                    log_metrics({"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]}, progress.step)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
-                loss_sum, loss_count = torch.zeros((), device=device), 0
-            if checkpoints and (checkpoints.due(progress.step) or stop):
-                checkpoint()
-                bar.close()
-                stop_if_asked(stop)
-        bar.close()
+        # host wait for the device (a sync per step on a GPU). With N ranks, each adds its shard's loss times its
+        # factor: their sum over ranks / N is the global batch's.
+        self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
+        try:
+            for i, (batch, (_, factor)) in enumerate(zip(loader, shards), start=progress.batch):
+                with autocast(self.device, self.precision):
+                    loss = self.head.loss(self.ddp_model, to_device(batch, self.device))
+                (loss * factor / cfg.grad_accum).backward()
+                self.loss_sum += loss.detach().float() * factor
+                self.loss_count += 1
+                self.bar.update(len(batches[i]))
+                self.seen += len(batch["labels"]) if factor else 0
+                if (i + 1) % cfg.grad_accum == 0 or i + 1 == self.n_batches:
+                    self._optimizer_step(epoch, i + 1)
+        finally:
+            self.bar.close()
 
-        progress.epoch, progress.batch = epoch + 1, 0
-        if (train_cfg.eval_every_epoch or epoch == train_cfg.epochs) and rank == 0:  # the others wait
-            val = evaluate(model, head, val_features, train_cfg, device, desc="validation").metrics(label_names)
-            log_metrics({f"val_{k}": v for k, v in val.items()}, epoch)
-            log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
-            _judge(progress, epoch, val, model, train_cfg, log_metrics)
-            if after_epoch:
-                after_epoch(epoch, val)
-        progress.stopped_epoch = distributed.broadcast(progress.stopped_epoch)  # rank 0's early stop, for all
-        stop = agreed_stop()
-        checkpoint()  # the epoch's end: a resumed run goes on with the next epoch
-        stop_if_asked(stop)
+    def _optimizer_step(self, epoch: int, batches_done: int) -> None:
+        """Clip, step, schedule; then, on every rank at once, the loss when due, a checkpoint when due or asked."""
+        progress = self.progress
+        torch.nn.utils.clip_grad_norm_(self.trainable.values(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.batch, progress.step = batches_done, progress.step + 1
+        stop = self._agreed_stop()
+        if progress.step % self.cfg.log_every == 0 or batches_done == self.n_batches:
+            self._log_loss(epoch)
+        if self.checkpoints and (self.checkpoints.due(progress.step) or stop):
+            self._checkpoint()
+            self._stop_if_asked(stop)
 
-    if world > 1:
-        log.info(f"rank {rank}: trained on {seen} examples")
-    last = progress.epoch - 1
-    if progress.kept_state is not None and progress.kept["epoch"] != last:
-        model.load_state_dict(progress.kept_state, strict=False)
-        log.info(
-            f"kept the adapter of epoch {progress.kept['epoch']} "
-            f"(best val_{train_cfg.select_metric}={progress.best_score:.4f})"
+    def _log_loss(self, epoch: int) -> None:
+        """The mean train loss since the last reading (over all ranks); a NaN or infinite one ends the run."""
+        step = self.progress.step
+        mean_loss = distributed.gather([self.loss_sum.item()])[:, 0].sum().item() / self.world / self.loss_count
+        if not math.isfinite(mean_loss):
+            raise RunError(
+                f"train loss is {mean_loss} at epoch {epoch}, step {step}: lower train.lr "
+                f"(now {self.cfg.lr}) or use train.precision=fp32"
+            )
+        if step % self.cfg.log_every == 0 and self.rank == 0:
+            self.log_metrics({"train_loss": mean_loss, "lr": self.scheduler.get_last_lr()[0]}, step)
+        self.bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+        self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
+
+    def _validate(self, epoch: int) -> None:
+        cfg = self.cfg
+        evaluation = evaluate(
+            self.model, self.head, self.val_features, self.device, cfg.eval_batch_size, cfg.precision, "validation"
         )
-    return {**progress.kept, "train_time_s": time.perf_counter() - start}
+        val = evaluation.metrics(self.head.label_names)
+        self.log_metrics({f"val_{k}": v for k, v in val.items()}, epoch)
+        log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
+        self._judge(epoch, val)
+        if self.after_epoch:
+            self.after_epoch(epoch, val)
 
+    def _judge(self, epoch: int, val: dict) -> None:
+        """After an evaluated epoch: the epoch to keep (train.keep) and early stopping (train.patience)."""
+        cfg, progress = self.cfg, self.progress
+        improved = val[cfg.select_metric] > progress.best_score
+        if improved:
+            progress.best_score, progress.stale = val[cfg.select_metric], 0
+        else:
+            progress.stale += 1
+        if cfg.keep == "last" or improved:
+            progress.kept = {"epoch": epoch, "val": val}
+            if cfg.keep == "best":
+                progress.kept_state = {n: p.detach().clone() for n, p in self.trainable.items()}
+        if cfg.patience and progress.stale >= cfg.patience and epoch < cfg.epochs:
+            progress.stopped_epoch = epoch
+            self.log_metrics({"stopped_epoch": epoch}, epoch)
+            log.info(
+                f"early stop after epoch {epoch}: val_{cfg.select_metric} did not improve on "
+                f"{progress.best_score:.4f} for {cfg.patience} evaluated epochs (train.patience)"
+            )
 
-def _judge(progress: Progress, epoch: int, val: dict, model, train_cfg, log_metrics) -> None:
-    """After an evaluated epoch: the epoch to keep (train.keep) and early stopping (train.patience)."""
-    improved = val[train_cfg.select_metric] > progress.best_score
-    if improved:
-        progress.best_score, progress.stale = val[train_cfg.select_metric], 0
-    else:
-        progress.stale += 1
-    if train_cfg.keep == "last" or improved:
-        progress.kept = {"epoch": epoch, "val": val}
-        if train_cfg.keep == "best":
-            progress.kept_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    if train_cfg.patience and progress.stale >= train_cfg.patience and epoch < train_cfg.epochs:
-        progress.stopped_epoch = epoch
-        log_metrics({"stopped_epoch": epoch}, epoch)
-        log.info(
-            f"early stop after epoch {epoch}: val_{train_cfg.select_metric} did not improve on "
-            f"{progress.best_score:.4f} for {train_cfg.patience} evaluated epochs (train.patience)"
-        )
+    def _checkpoint(self) -> None:
+        """A checkpoint (rank 0 writes it, with every rank's RNG states: a collective, so every rank calls it)."""
+        if not self.checkpoints:
+            return
+        rng_ranks = distributed.gather_objects(rng_states()) if self.world > 1 else None
+        if self.rank == 0:
+            self.progress.train_s = time.perf_counter() - self.start
+            state = {
+                "progress": vars(self.progress),
+                "trainable": {n: p.detach() for n, p in self.trainable.items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+            }
+            self.checkpoints.save({**state, "rng_ranks": rng_ranks} if rng_ranks else state, self.progress.step)
+
+    def _agreed_stop(self) -> int | None:
+        """The stop signal that reached any rank (or None): every rank decides on this agreed signal, never on its
+        own flag, which a signal can set at any moment. One collective with N ranks; none with one."""
+        signum = (self.checkpoints.stop_signal if self.checkpoints else None) or 0
+        if self.world > 1:
+            signum = int(distributed.gather([signum])[:, 0].max())
+        return signum or None
+
+    def _stop_if_asked(self, signum: int | None) -> None:
+        if signum:
+            raise Stopped(signum, self.progress.epoch, self.progress.step)

@@ -164,7 +164,7 @@ def test_a_running_run_is_dead_only_when_its_process_is_gone_from_this_host():
     import socket
     from types import SimpleNamespace
 
-    from sentlab.tracking import is_alive
+    from sentlab.runs import is_alive
 
     def run(status, host, pid):
         return SimpleNamespace(

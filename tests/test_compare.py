@@ -9,7 +9,7 @@ from conftest import FAST, tiny_args
 
 
 def test_compare_table_and_plots(tiny_models, train, store, runs_dir, capsys):
-    from sentlab import compare
+    from sentlab import compare, comparison
 
     model = tiny_args(tiny_models, "bert")
     train(*model, *FAST, "train.epochs=0")  # zero-shot: the baseline row
@@ -46,7 +46,7 @@ def test_compare_table_and_plots(tiny_models, train, store, runs_dir, capsys):
     assert pct["4"] > pct["2"]
 
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
-    for name in ("compare.csv", *compare.PLOTS):
+    for name in ("compare.csv", *comparison.PLOTS):
         assert (folder / name).stat().st_size > 1000 or name.endswith(".csv"), name
         assert f"compare/{name}" in logged, name
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sentlab.data import SPLITS, check_data_config, load_data
+from sentlab.config import SPLITS
+from sentlab.config import check_data as check_data_config
+from sentlab.data import load_data
 from sentlab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -341,7 +343,7 @@ def test_check_data_config_errors(overrides, setting):
 def test_check_data_config_reads_nothing_heavy():
     """Validation runs before anything heavy loads: it must not import `datasets`."""
     code = (
-        "import sys; from omegaconf import OmegaConf; from sentlab.data import check_data_config; "
+        "import sys; from omegaconf import OmegaConf; from sentlab.config import check_data as check_data_config; "
         f"check_data_config(OmegaConf.merge(OmegaConf.load('{CONF / 'data' / 'demo.yaml'}'), {{'seed': 0}})); "
         "assert 'datasets' not in sys.modules"
     )

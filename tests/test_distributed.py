@@ -86,17 +86,17 @@ def test_one_process_keeps_the_config_hash_of_runs_logged_before_the_key():
 def test_a_failing_rank_is_rank_0s_error_and_no_process_is_left(when, tmp_path):
     from omegaconf import OmegaConf
 
-    from sentlab import distributed
+    from sentlab import distributed, ranks
     from sentlab.errors import RunError
 
     # no config at all: rank 1 fails before it reaches the store; a config without a backbone: after the group forms
     cfg = None if when == "before_joining" else OmegaConf.create({"quant": {"name": "none"}})
     with pytest.raises(RunError, match=r"^rank 1 of train.num_processes=2 failed: AttributeError: 'NoneType'") as info:
-        with distributed.processes(2, torch.device("cpu"), (cfg, None, None, None, tmp_path)):
+        with ranks.processes(2, torch.device("cpu"), (cfg, None, None, None, tmp_path)):
             assert distributed.world_size() == 2
             distributed.broadcast("a collective that rank 1, failed, never joins")
     # what rank 0 itself saw: the worker gone before the store, or a collective that failed at once
-    assert isinstance(info.value.__cause__, distributed.PeerLost) == (cfg is None), repr(info.value.__cause__)
+    assert isinstance(info.value.__cause__, ranks.PeerLost) == (cfg is None), repr(info.value.__cause__)
     assert not torch.distributed.is_initialized()
     assert _workers(os.getpid()) == []  # rank 1 exited (and was waited for)
 
@@ -168,7 +168,7 @@ def test_more_processes_than_gpus_is_refused(tiny_bert, train, store, capsys, mo
 def _workers(pid: int) -> list[int]:
     """The rank processes that `pid` spawned (not multiprocessing's resource tracker)."""
     out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(line.split()[0]) for line in out.stdout.splitlines() if "-m sentlab.distributed" in line]
+    return [int(line.split()[0]) for line in out.stdout.splitlines() if "-m sentlab.ranks" in line]
 
 
 def _alive(pid: int) -> bool:

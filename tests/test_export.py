@@ -72,7 +72,7 @@ def test_generative_export_carries_its_prompt_and_label_words(exported, tiny_mod
 def test_qlora_export_merges_into_the_unquantized_base(exported, tiny_models, store, runs_dir):
     from omegaconf import OmegaConf
 
-    from sentlab import adapters, mlflow_model
+    from sentlab import adapters, classifier
     from sentlab.errors import ConfigError
 
     words = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256", "quant=nf4"]
@@ -80,7 +80,7 @@ def test_qlora_export_merges_into_the_unquantized_base(exported, tiny_models, st
     assert "merged" in line and (out / "model.safetensors").exists()
     (run,) = all_runs(store())
     cfg = OmegaConf.load(store().download_artifacts(run.info.run_id, "config.yaml"))
-    quantized = mlflow_model.build(cfg, store().download_artifacts(run.info.run_id, "adapter"))
+    quantized = classifier.load(cfg, store().download_artifacts(run.info.run_id, "adapter"))
     with pytest.raises(ConfigError, match="cannot merge a LoRA adapter into a 4-bit base"):
         adapters.merge(quantized.model)
 

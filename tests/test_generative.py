@@ -11,6 +11,8 @@ import torch
 from conftest import FAST, SHARED_DATA, all_runs, tiny_args
 from omegaconf import OmegaConf
 
+from sentlab.data import Labels
+
 WORDS = "data.label_words=[terrible,okay,great]"
 
 
@@ -23,8 +25,7 @@ def _head_and_model(tiny_models, arch, words, template="Review: {text}\nSentimen
     cfg = OmegaConf.create(
         {"head": {"template": template, "label_prefix": " ", "add_bos": False}, "train": {"max_length": 64}}
     )
-    data = type("D", (), {"label_names": [f"l{i}" for i in range(len(words))], "label_words": words})()
-    head = GenerativeHead(cfg, tokenizer, data)
+    head = GenerativeHead(cfg, tokenizer, Labels([f"l{i}" for i in range(len(words))], words))
     model = backbones.load_model(head.model_class(), backbone, tokenizer).eval()
     return head, model, tokenizer
 
@@ -97,8 +98,7 @@ def test_predictions_are_valid_labels_with_probabilities(tiny_models):
 
     head, model, _ = _head_and_model(tiny_models, "gpt_neo", ["terrible", "neutral", "positive"])
     split = datasets.Dataset.from_dict({"text": TEXTS * 5, "label": [0, 1, 2, 0] * 5})
-    cfg = OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"})
-    evaluation = evaluate(model, head, head.encode(split), cfg, torch.device("cpu"))
+    evaluation = evaluate(model, head, head.encode(split), torch.device("cpu"), batch_size=8, precision="fp32")
     assert evaluation.log_probs.shape == (20, 3)
     assert set(evaluation.preds) <= {0, 1, 2}
     assert abs(torch.tensor(evaluation.log_probs).exp().sum(dim=1) - 1).max() < 1e-5
@@ -248,7 +248,7 @@ def test_smollm2_converts_once_and_classifies(tmp_path):
             "train": {"max_length": 64},
         }
     )
-    data = type("D", (), {"label_names": ["negative", "positive"], "label_words": ["negative", "positive"]})()
+    data = Labels(["negative", "positive"], ["negative", "positive"])
     head = GenerativeHead(cfg, tokenizer, data)
     assert head.single_token
     model = backbones.load_model(head.model_class(), backbone, tokenizer).eval()
@@ -291,8 +291,7 @@ def _make_head(tokenizer, words, **head):
             "train": {"max_length": 64},
         }
     )
-    data = type("D", (), {"label_names": [f"l{i}" for i in range(len(words))], "label_words": words})()
-    return GenerativeHead(cfg, tokenizer, data)
+    return GenerativeHead(cfg, tokenizer, Labels([f"l{i}" for i in range(len(words))], words))
 
 
 @pytest.fixture
@@ -340,13 +339,13 @@ def test_chat_template_without_one_is_an_error(tiny_models):
         _make_head(tokenizer, ["terrible", "okay", "great"], chat_template=True)
 
 
-def test_unknown_calibration_is_an_error(tiny_models):
-    from sentlab import backbones
+def test_unknown_calibration_is_an_error():
+    from sentlab import config
     from sentlab.errors import ConfigError
 
-    tokenizer = backbones.load_tokenizer(OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"}))
+    head = OmegaConf.create({"name": "generative", "template": "Review: {text}\nSentiment:", "calibration": "zhao"})
     with pytest.raises(ConfigError, match=r"^head\.calibration: unknown value 'zhao'"):
-        _make_head(tokenizer, ["terrible", "okay", "great"], calibration="zhao")
+        config.check_head(head)
 
 
 class _Favour(torch.nn.Module):
@@ -379,20 +378,20 @@ def test_contextual_calibration_removes_a_label_bias(words, tiny_models):
     biased = _Favour(model, head.label_ids[0][0], bias=8.0).eval()
     texts = [t + s for t in TEXTS for s in ("", " indeed", " not at all", "!", " so so")]
     split = head.encode(datasets.Dataset.from_dict({"text": texts, "label": [0] * len(texts)}))
-    settings = OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"})
+    settings = {"batch_size": 8, "precision": "fp32"}
     cpu = torch.device("cpu")
-    plain = evaluate(biased, head, split, settings, cpu)
+    plain = evaluate(biased, head, split, cpu, **settings)
     assert set(plain.preds) == {0}
     assert head.content_free_probs is None and head.evaluation_metrics() == {}
-    fixed = evaluate(biased, one, split, settings, cpu)
+    fixed = evaluate(biased, one, split, cpu, **settings)
     assert one.content_free_probs.argmax() == 0
     if one.single_token:  # (for longer words the bias also moves their later tokens' normalizers)
-        unbiased = evaluate(model, one, split, settings, cpu)
+        unbiased = evaluate(model, one, split, cpu, **settings)
         assert torch.allclose(torch.tensor(fixed.log_probs), torch.tensor(unbiased.log_probs), atol=1e-4)
     assert set(fixed.preds) != {0}
 
     three = _make_head(tokenizer, words, calibration="contextual", label_prefix=" ")
-    averaged = evaluate(biased, three, split, settings, cpu)
+    averaged = evaluate(biased, three, split, cpu, **settings)
     assert set(three.evaluation_metrics()) == {"content_free_prob_l0", "content_free_prob_l1", "content_free_prob_l2"}
     with torch.no_grad():  # by hand: each content-free prompt alone, uncalibrated
         alone = [
@@ -459,9 +458,7 @@ def test_fast_scoring_agrees_with_generate(arch, tiny_models):
         )
         seed.append(tokens.index(out[0, -1].item()))
     split = head.encode(datasets.Dataset.from_dict({"text": texts, "label": [0] * len(texts)}))
-    ours = evaluate(
-        model, head, split, OmegaConf.create({"eval_batch_size": 8, "precision": "fp32"}), torch.device("cpu")
-    ).preds.tolist()
+    ours = evaluate(model, head, split, torch.device("cpu"), batch_size=8, precision="fp32").preds.tolist()
     assert len(set(seed)) > 1  # not a degenerate case
     assert ours == seed
 
@@ -493,7 +490,7 @@ def test_chat_template_and_calibration_in_a_run_and_its_logged_model(chat_model,
     mlflow_model.use_store(f"sqlite:///{runs_dir}/mlflow.db")
     classifier = mlflow_model.load(run.info.run_id)
     assert classifier.head.chat_template and classifier.head.calibration == "contextual"
-    texts = mlflow_model.held_out_texts(mlflow_model.download(run.info.run_id, str(tmp_path / "model")))
+    texts = mlflow_model.fetch(run.info.run_id, str(tmp_path / "model")).held_out_texts()
     predicted = classifier.predict(texts)
     for name in ("negative", "neutral", "positive"):
         assert abs(predicted[f"prob_{name}"].to_numpy() - logged[f"prob_{name}"].to_numpy()[: len(texts)]).max() < 1e-4

@@ -73,7 +73,7 @@ def test_merged_model_predicts_as_the_adapter(tiny_models, train, store, runs_di
     import mlflow
     from omegaconf import OmegaConf
 
-    from sentlab import mlflow_model
+    from sentlab import classifier, mlflow_model
 
     train(*tiny_args(tiny_models, "roberta"), *FAST, "tracking.log_model=merged")
     (run,) = all_runs(store())
@@ -81,7 +81,7 @@ def test_merged_model_predicts_as_the_adapter(tiny_models, train, store, runs_di
     merged = mlflow_model.load(run.info.run_id)
     assert not hasattr(merged.model, "peft_config")  # a plain transformers model, self-contained
     cfg = OmegaConf.load(store().download_artifacts(run.info.run_id, "config.yaml"))
-    adapter = mlflow_model.build(cfg, store().download_artifacts(run.info.run_id, "adapter"))
+    adapter = classifier.load(cfg, store().download_artifacts(run.info.run_id, "adapter"))
     assert merged.log_probs(TEXTS) == pytest.approx(adapter.log_probs(TEXTS), abs=1e-4)
 
 
@@ -116,14 +116,14 @@ def test_hub_data_is_logged_by_its_hub_id(runs_dir):
     from omegaconf import OmegaConf
 
     from sentlab import mlflow_model
+    from sentlab.runs import Run, Store
 
     cfg = OmegaConf.create({"data": {"dir": None, "hub_id": "nyu-mll/glue", "hub_subset": "sst2"}})
     data = SimpleNamespace(name="sst2", splits={"test": Dataset.from_dict({"text": ["fine", "bad"], "label": [1, 0]})})
     runs_dir.mkdir()
-    mlflow.set_tracking_uri(f"sqlite:///{runs_dir}/mlflow.db")
-    with mlflow.start_run() as run:
-        mlflow_model.log_inputs(cfg, data, splits=("test",))
-    (logged,) = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    run = Run.new(Store(f"sqlite:///{runs_dir}/mlflow.db", "0"), "hub data", {})  # "0": MLflow's default experiment
+    mlflow_model.log_inputs(run, cfg, data, splits=("test",))
+    (logged,) = mlflow.get_run(run.id).inputs.dataset_inputs
     assert logged.dataset.source_type == "hugging_face"
     source = json.loads(logged.dataset.source)
     assert (source["path"], source["config_name"]) == ("nyu-mll/glue", "sst2")
@@ -134,15 +134,15 @@ def test_a_data_set_created_meanwhile_by_a_parallel_job_is_linked(tiny_models, t
     on the store's unique constraint, and its retry links the data set the other created."""
     import mlflow
 
-    real, failed = mlflow.log_input, []
+    real, failed = mlflow.MlflowClient.log_inputs, []
 
-    def racing(dataset, context=None, **kwargs):
+    def racing(client, run_id, datasets=None, **kwargs):
         if not failed:  # the first call loses the race, as the store reports it
-            failed.append(context)
+            failed.append(datasets[0].tags[0].value)  # its context: the split
             raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name")
-        return real(dataset, context=context, **kwargs)
+        return real(client, run_id, datasets=datasets, **kwargs)
 
-    monkeypatch.setattr(mlflow, "log_input", racing)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_inputs", racing)
     train(*tiny_args(tiny_models, "bert"), *FAST)
     (run,) = all_runs(store())
     assert run.info.status == "FINISHED" and failed == ["train"]

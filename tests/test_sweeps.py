@@ -85,7 +85,7 @@ def test_failed_jobs_do_not_stop_the_sweep_and_a_rerun_resumes(tiny_models, trai
 
 def test_a_sweep_shows_every_job_as_a_child_reused_ones_included(tiny_models, train, store, runs_dir):
     """A single run, then a sweep one of whose jobs has its config: that job is a child that reuses its results."""
-    from sentlab import compare
+    from sentlab import comparison as compare
 
     model = tiny_args(tiny_models, "bert")
     train(*model, *FAST)  # lora.r=8 by default

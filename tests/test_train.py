@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import CONF, FAST, SHARED_DATA, all_runs, tiny_args
 
+from sentlab.data import Labels
+
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt_neo", "roberta", "distilbert", "bert"])
 def test_lora_seq_cls_run_is_logged(arch, tiny_models, train, store):
@@ -63,8 +65,8 @@ def test_decoder_seq_cls_is_padding_invariant(tiny_models):
 
     backbone = OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"})
     tokenizer = backbones.load_tokenizer(backbone)
-    data = type("D", (), {"label_names": ["negative", "positive"]})()
-    head = SeqClsHead(OmegaConf.create({"train": {"max_length": 64}}), tokenizer, data)
+    labels = Labels(["negative", "positive"], ["negative", "positive"])
+    head = SeqClsHead(OmegaConf.create({"train": {"max_length": 64}}), tokenizer, labels)
     model = backbones.load_model(head.model_class(), backbone, tokenizer, **head.model_kwargs()).eval()
     texts = ["a short one", "a much longer review that needs several more tokens than the first"]
     features = [{**tokenizer(t), "label": 0} for t in texts]
@@ -137,7 +139,7 @@ def test_encoding_neither_reads_nor_writes_the_datasets_cache(head_name, tiny_mo
     data = load_data(OmegaConf.merge(OmegaConf.load(CONF / "data" / "demo.yaml"), words))
     backbone = OmegaConf.create({"source": str(tiny_models["gpt_neox"]), "pad_token": "eos"})
     tokenizer = backbones.load_tokenizer(backbone)
-    head = make_head(cfg, tokenizer, data)
+    head = make_head(cfg, tokenizer, data.labels)
     cache = Path(os.environ["HF_DATASETS_CACHE"])
     before = sorted(cache.rglob("*"))
     first, second = head.encode(data.splits["train"]), head.encode(data.splits["train"])

@@ -116,17 +116,14 @@ def study_url(config) -> str:
 def open_study(config, arguments: list[str]):
     """(study, storage, search space, fixed overrides): the sweep's study, created or, for the same sweep again, loaded,
     with its sampler and pruner. A bad setting raises ConfigError."""
+    from sentlab import config as config_checks
     from sentlab import study as studies
     from sentlab.errors import ConfigError
     from sentlab.sweep import sweep_id
 
     optuna = studies.load_optuna()
     settings = config.hydra.sweeper
-    if settings.direction not in ("maximize", "minimize"):
-        raise ConfigError(f"hydra.sweeper.direction: unknown value {settings.direction!r} (maximize or minimize)")
-    for key in ("n_trials", "n_jobs"):
-        if not (isinstance(settings[key], int) and settings[key] > 0):
-            raise ConfigError(f"hydra.sweeper.{key}: must be a positive integer, got {settings[key]!r}")
+    config_checks.check_sweeper(settings)
     space, fixed = search_space(settings.params, arguments)
     pruner_spec = OmegaConf.to_container(settings.pruner) if settings.pruner else None
     pruner = (

@@ -34,9 +34,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from sentlab.errors import ConfigError
-from sentlab.heads import Head
+from sentlab.heads.base import Head
 
-CALIBRATIONS = ("none", "contextual")
 CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
 
 
@@ -45,25 +44,18 @@ class GenerativeHead(Head):
     task_type = "CAUSAL_LM"
     padding_side = "left"  # the label word follows the last prompt token in every row
 
-    def __init__(self, cfg, tokenizer, data):
-        super().__init__(cfg, tokenizer, data)
+    def __init__(self, cfg, tokenizer, labels):
+        super().__init__(cfg, tokenizer, labels)
         # "\n" typed on the command line (head.template='Review: {text}\nSentiment:') is a newline.
-        template = cfg.head.template.replace("\\n", "\n") if isinstance(cfg.head.template, str) else None
-        if not isinstance(template, str) or template.count("{text}") != 1:
-            raise ConfigError(
-                f"head.template: must contain {{text}} exactly once, got {cfg.head.template!r} "
-                "(e.g. head.template='Review: {text}\\nSentiment:')"
-            )
+        template = cfg.head.template.replace("\\n", "\n")
         self.chat_template = bool(cfg.head.get("chat_template", False))
         if self.chat_template:
             template = chat_prompt(tokenizer, template)
         self.prefix, self.suffix = template.split("{text}")
         self.calibration = cfg.head.get("calibration", "none")
-        if self.calibration not in CALIBRATIONS:
-            raise ConfigError(f"head.calibration: unknown value {self.calibration!r} ({' | '.join(CALIBRATIONS)})")
         self.content_free = list(cfg.head.get("content_free", CONTENT_FREE))
         self.content_free_probs = None  # [K] label probabilities of the content-free inputs (last evaluation)
-        self.label_words = list(data.label_words)
+        self.label_words = list(labels.words)
         # Before each word: a space after a plain prompt (GPT-style word tokens); nothing at the start of the
         # assistant's turn of a chat template. head.label_prefix set (not null) overrides both.
         self.label_prefix = cfg.head.get("label_prefix")

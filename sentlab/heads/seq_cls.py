@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from sentlab.heads import Head
+from sentlab.heads.base import Head
 
 
 class SeqClsHead(Head):
@@ -14,8 +14,8 @@ class SeqClsHead(Head):
     # Right padding: decoders pool the last non-pad token, found from config.pad_token_id.
     padding_side = "right"
 
-    def __init__(self, cfg, tokenizer, data):
-        super().__init__(cfg, tokenizer, data)
+    def __init__(self, cfg, tokenizer, labels):
+        super().__init__(cfg, tokenizer, labels)
         self._pad = DataCollatorWithPadding(tokenizer)  # pads each batch to its longest example
 
     def model_class(self):

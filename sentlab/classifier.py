@@ -1,0 +1,165 @@
+"""A trained run as a classifier: its model (built by sentlab.models) with its head, giving labels and
+probabilities for texts; merged into its base, and saved as a plain Hugging Face folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sentlab import models
+from sentlab.data import Labels
+from sentlab.errors import ConfigError
+
+MERGE_TOLERANCE = 1e-3  # largest log-probability difference a merge may make (float rounding only)
+
+
+class Classifier:
+    """A model rebuilt from a run, with its head: labels and probabilities for texts."""
+
+    def __init__(self, model, head, cfg, adapter: str | None = None):
+        self.model, self.head, self.cfg = model, head, cfg
+        self.label_names = list(head.label_names)
+        self.adapter = adapter  # on a base shared by several runs: the adapter to switch to (load_shared)
+        self.precision = cfg.train.precision  # of its forward passes, as train.precision (auto: the hardware's)
+
+    def evaluate(self, texts: list[str], labels: list[int] | None = None, batch_size: int | None = None):
+        """sentlab.training's Evaluation of texts (labels: ids into label_names, else the loss is meaningless):
+        the run's own evaluation path, in batches sorted by length."""
+        from datasets import Dataset
+
+        from sentlab.training import evaluate
+
+        if self.adapter:
+            self.model.set_adapter(self.adapter)
+        rows = Dataset.from_dict({"text": list(texts), "label": list(labels or [0] * len(texts))})
+        batch_size = batch_size or self.cfg.train.eval_batch_size
+        features = self.head.encode(rows)
+        return evaluate(self.model, self.head, features, self.model.device, batch_size, self.precision, "predict")
+
+    def log_probs(self, texts: list[str], batch_size: int | None = None):
+        """[n, n_labels] log-probabilities."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return self.evaluate(texts, batch_size=batch_size).log_probs
+
+    def predict(self, texts: list[str], batch_size: int | None = None):
+        """A DataFrame: label, probability, prob_<label> for every label; one row per text."""
+        import numpy as np
+        import pandas as pd
+
+        probs = np.exp(self.log_probs(texts, batch_size).astype(np.float64))
+        best = probs.argmax(axis=1)
+        frame = pd.DataFrame(
+            {"label": [self.label_names[i] for i in best], "probability": probs[np.arange(len(best)), best]}
+        )
+        for i, name in enumerate(self.label_names):
+            frame[f"prob_{name}"] = probs[:, i]
+        return frame
+
+
+def _head(cfg, tokenizer_folder: str | Path):
+    from transformers import AutoTokenizer
+
+    from sentlab.heads import make_head
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))  # saved with its pad token
+    return make_head(cfg, tokenizer, Labels.of(cfg.data))
+
+
+def load(cfg, adapter: str | Path | None = None, merged: str | Path | None = None, *, full_precision=False):
+    """The classifier of run config `cfg`: its base rebuilt from backbone.source (quantized as the run was, unless
+    full_precision) with the trained adapter in `adapter` on top; or the merged model in `merged`."""
+    device = models.pick_device("auto")
+    if merged is not None:
+        head = _head(cfg, merged)
+        return Classifier(models.load_merged(head, merged, device).eval(), head, cfg)
+    head = _head(cfg, adapter)
+    return Classifier(models.build(cfg, head, device, adapter, full_precision=full_precision).eval(), head, cfg)
+
+
+def load_shared(runs: list[tuple[str, object, str | None]]) -> list[Classifier]:
+    """Classifiers of several runs on one base, from (ref, run config, adapter folder) triples: the base is loaded
+    once, each run's adapter is added to it (peft load_adapter) and switched to when that run predicts. The runs
+    must share backbone, head style, quantization and number of labels."""
+    from sentlab.heads import make_head
+
+    def base(cfg):
+        return (
+            f"backbone.source={cfg.backbone.source} head={cfg.head.name} quant={cfg.quant.name} "
+            f"labels={len(cfg.data.label_names)}"
+        )
+
+    first_ref, first_cfg, _ = runs[0]
+    for ref, cfg, adapter in runs:
+        if adapter is None:
+            raise ConfigError(
+                f"{ref}: its model is merged (tracking.log_model=merged); comparing swaps adapters "
+                "on one base: compare runs logged with tracking.log_model=adapter"
+            )
+        if base(cfg) != base(first_cfg):
+            raise ConfigError(f"{ref}: {base(cfg)}, but {first_ref}: {base(first_cfg)}; compare runs of one base")
+    first = load(first_cfg, runs[0][2])
+    first.adapter = "default"  # peft's name for the adapter loaded first
+    classifiers = [first]
+    for i, (_, cfg, adapter) in enumerate(runs[1:], start=1):
+        first.model.load_adapter(adapter, adapter_name=f"run{i}")
+        head = make_head(cfg, first.head.tokenizer, Labels.of(cfg.data))
+        classifiers.append(Classifier(first.model, head, cfg, adapter=f"run{i}"))
+    return classifiers
+
+
+class MergeMismatch(RuntimeError):
+    """The merged model does not predict as the adapter does."""
+
+
+def merge(cfg, adapter: str | Path, texts: list[str]) -> tuple[Classifier, float]:
+    """The adapter folded into the full-precision base (a QLoRA run's base is reloaded unquantized), checked
+    to predict as the adapter does on `texts`: (classifier, largest log-probability difference)."""
+    import numpy as np
+
+    from sentlab import adapters
+
+    classifier = load(cfg, adapter, full_precision=True)
+    classifier.precision = "fp32"  # the check compares two ways of adding the same weights: no bf16 rounding in it
+    before = classifier.log_probs(texts)
+    classifier.model = adapters.merge(classifier.model)
+    after = classifier.log_probs(texts)
+    diff = float(np.abs(before - after).max())
+    if diff > MERGE_TOLERANCE or (before.argmax(axis=1) != after.argmax(axis=1)).any():
+        raise MergeMismatch(
+            f"the merged model's predictions differ from the adapter's on {len(texts)} held-out "
+            f"texts (largest log-probability difference {diff:.2e})"
+        )
+    return classifier, diff
+
+
+def save(classifier: Classifier, folder: Path) -> None:
+    """A Hugging Face folder: weights (safetensors), config with the label names as id2label, tokenizer,
+    and for a generative run its prompt template and label words (classifier.json)."""
+    names = classifier.label_names
+    config = classifier.model.config
+    config.id2label, config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+    classifier.model.save_pretrained(folder)
+    classifier.head.tokenizer.save_pretrained(folder)
+    if classifier.head.name == "generative":
+        head, built = classifier.cfg.head, classifier.head
+        # The template as the model reads it (rendered through the chat template with head.chat_template).
+        info = {
+            "template": built.prefix + "{text}" + built.suffix,
+            "label_prefix": built.label_prefix,
+            "add_bos": bool(head.add_bos),
+            "label_names": names,
+            "label_words": built.label_words,
+            "chat_template": built.chat_template,
+            "calibration": built.calibration,
+            "use": "score each prefix+label word after the filled template; the best one is the label",
+        }
+        if built.calibration == "contextual":
+            info["content_free"] = built.content_free
+            info["use"] += (
+                "; contextual calibration: divide the label probabilities by the mean label "
+                "probabilities of the content_free texts, renormalize"
+            )
+        (Path(folder) / "classifier.json").write_text(json.dumps(info, indent=1))

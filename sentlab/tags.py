@@ -1,0 +1,41 @@
+"""The MLflow tag keys sentlab writes and reads, in one place: the contract between runs, sweeps, compare and
+the registry. A run's own process and how it ended:"""
+
+CONFIG_HASH = "sentlab.config_hash"  # what a run computes (infrastructure keys left out): a sweep looks it up
+SETTING_HASH = "sentlab.setting_hash"  # the same without the seeds: runs that share it are repeats
+OVERRIDES = "sentlab.overrides"  # the job's command-line overrides, space-separated
+TRIAL = "sentlab.trial"  # the Optuna trial number of a job of sentlab's Optuna sweeper
+HOST = "sentlab.host"  # where the run's process lives: what tells a RUNNING run whose process died
+PID = "sentlab.pid"
+RESUME_COMMAND = "sentlab.resume_command"  # a KILLED run: the command that continues it
+PRUNED = "sentlab.pruned"  # an Optuna trial stopped early by the study's pruner ("after epoch 2 of 5")
+ERROR = "error"  # a FAILED run: its error, in one line or a traceback
+ZERO_SHOT = "sentlab.zero_shot"  # train.epochs=0: the untrained model, the baseline of a sweep
+QUANT_FALLBACK = "sentlab.quant_fallback"  # quant=int8|nf4 trained in full precision (quant.fallback)
+
+# What a run is of (searchable in the MLflow UI)
+BACKBONE = "sentlab.backbone"
+HEAD = "sentlab.head"
+DATA = "sentlab.data"
+QUANT = "sentlab.quant"
+
+# Sweeps: a parent run and its children
+SWEEP = "sentlab.sweep"  # "parent" on a sweep's parent run
+SWEEP_ID = "sentlab.sweep_id"  # a sweep's identity: the same command again finds its parent by it
+SWEEP_DIR = "sentlab.sweep_dir"  # Hydra's folder of the sweep's latest invocation
+REUSES = "sentlab.reuses"  # a child that carries the results of a run that FINISHED elsewhere (its id)
+SUMMARY = "sentlab.summary"
+BEST_RUN_ID = "sentlab.best_run_id"
+BEST_RUN_NAME = "sentlab.best_run_name"
+
+# An evaluation of a trained run on other data (sentlab.evaluate)
+SOURCE_RUN_ID = "sentlab.source_run_id"
+EVALUATE = "sentlab.evaluate"
+
+# MLflow's own
+PARENT_RUN_ID = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"
+GIT_COMMIT = "mlflow.source.git.commit"
+
+# Tags that belong to the run that wrote them, not to its results: a reusing child does not copy them.
+OWN = (HOST, PID, RESUME_COMMAND, TRIAL)
