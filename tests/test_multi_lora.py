@@ -372,3 +372,85 @@ def test_attach_refuses_what_it_cannot_do(tiny_models):
         attach(setup.base(), LoraConfig(task_type="SEQ_CLS", target_modules=["nothing"]), MEMBERS)
     with pytest.raises(ValueError, match="without dots"):
         attach(setup.base(), LoraConfig(task_type="SEQ_CLS", target_modules=["query"]), [Member("a.b", 4, 8)])
+
+
+# -- grouping the jobs of a sweep (sentlab.fused) ------------------------------------------------------------
+
+def _job(*overrides: str):
+    """A job's config as `python -m sentlab.train` composes it from conf/."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_jobs_that_differ_only_on_the_adapter_side_fuse_in_order():
+    from sentlab.fused import group_jobs
+
+    grid = [_job(f"lora.r={r}", f"train.lr={lr}") for r in (8, 16) for lr in (1e-3, 2e-3)]
+    assert group_jobs(grid, max_members=8) == [[0, 1, 2, 3]]
+    assert group_jobs(grid, max_members=3) == [[0, 1, 2], [3]]
+    assert group_jobs(grid, max_members=1) == [[0], [1], [2], [3]]
+    every_setting = _job("lora.r=4", "lora.alpha=32", "lora.dropout=0.2", "train.lr=1e-4", "train.weight_decay=0",
+                         "train.warmup_ratio=0.1", "train.scheduler=cosine", "train.epochs=2", "train.patience=1",
+                         "train.seed=7")
+    assert group_jobs([grid[0], every_setting], max_members=8) == [[0, 1]]
+    # infrastructure never splits: run names, tracking, the Optuna trial, checkpoint cadence
+    infra = _job("run_name=other", "tracking.experiment=elsewhere", "train.checkpoint_every=5",
+                 "+trial={number: 3}", "force=true")
+    assert group_jobs([grid[0], infra], max_members=8) == [[0, 1]]
+
+
+@pytest.mark.parametrize("other", [
+    "backbone=roberta", "quant=int8", "head=generative", "data=sst2", "train.max_length=64", "train.batch_size=8",
+    "train.precision=fp32", "lora.target_modules=[query]", "lora.modules_to_save=[pooler]",
+    "train.group_by_length=false", "train.grad_accum=2", "train.select_metric=accuracy"])
+def test_anything_else_splits_groups(other, grid_jobs):
+    from sentlab.fused import group_jobs
+
+    jobs = [grid_jobs[0], _job(other, "lora.r=16"), grid_jobs[1]]
+    assert group_jobs(jobs, max_members=8) == [[0, 2], [1]]
+
+
+@pytest.fixture(scope="module")
+def grid_jobs():
+    return [_job("lora.r=8"), _job("lora.r=16")]
+
+
+def test_seeds_fuse_unless_they_select_other_rows():
+    """train.seed also seeds data.max_samples' capping and a carved val split (data.seed = train.seed)."""
+    from sentlab.fused import group_jobs
+
+    seeds = [_job(f"train.seed={s}") for s in (1, 2)]
+    assert group_jobs(seeds, max_members=8) == [[0, 1]]  # demo data: given val split, no caps
+    capped = [_job(f"train.seed={s}", "data.max_samples.train=100") for s in (1, 2)]
+    assert group_jobs(capped, max_members=8) == [[0], [1]]
+    carved = [_job(f"train.seed={s}", "data.files.val=null") for s in (1, 2)]
+    assert group_jobs(carved, max_members=8) == [[0], [1]]
+
+
+def test_the_data_seed_rule_agrees_with_loading():
+    from sentlab.data import load_data
+    from sentlab.fused import data_seed_matters
+
+    def rows(*overrides):
+        data = load_data(_job(*overrides).data)
+        return {split: data.splits[split]["text"] for split in ("train", "val")}
+
+    plain = OmegaConf.to_container(_job().data, resolve=True)
+    assert not data_seed_matters(plain)
+    assert rows("train.seed=1") == rows("train.seed=2")
+    assert data_seed_matters(OmegaConf.to_container(_job("data.max_samples.train=50").data, resolve=True))
+    assert rows("train.seed=1", "data.max_samples.train=50") != rows("train.seed=2", "data.max_samples.train=50")
+
+
+def test_jobs_that_cannot_fuse_train_alone():
+    from sentlab.fused import group_jobs, why_alone
+
+    jobs = [_job(), _job("lora.bias=all"), _job("train.epochs=0"), _job("lora.r=4")]
+    assert group_jobs(jobs, max_members=8) == [[0, 3], [1], [2]]
+    assert "lora.bias=all" in why_alone(jobs[1])
+    with pytest.raises(ValueError):
+        group_jobs(jobs, max_members=0)
