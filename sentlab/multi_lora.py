@@ -7,10 +7,20 @@ each member's LoRA update and its own copy of the trained head apply to its own 
     y = base(x) + concat over members k of  B_k A_k dropout_k(x_k) * alpha_k / r_k
 
 Every member keeps its parameters as separate tensors (its own optimizer, schedule, weight decay and
-clipping), and can leave the stack (early stopping). With dropout 0, a member's logits, loss and gradients
-are those of the same job trained alone as a peft LoRA model, up to float rounding of the batched products
-(tests/test_multi_lora.py holds them to it); peft's own mixed-adapter batches cannot serve here, they are
-inference-only.
+clipping), and can leave the stack (early stopping). peft's own mixed-adapter batches cannot serve here: they
+are inference-only.
+
+Equal to the job alone. With no dropout anywhere, a member's losses and gradients are those of the same job
+trained alone as a peft LoRA model, up to float rounding (tests/test_multi_lora.py states and holds the
+tolerances): bit-identical on the shapes tested where every member's rows are as wide in the stack as alone
+(one data order), within about 1e-4 of the largest gradient where the stack pads them further. "No dropout"
+includes the backbone's own dropout layers, active in training: MiniLM and BERT-style models train with 0.1
+hidden and attention dropout, whose masks a stacked batch draws differently from K separate batches; with
+any dropout, the random draws are the only difference.
+
+Evaluate one member at a time (set_active([name])): the generative head scores with a key/value cache of the
+prompt prefix computed on one row, which a stack cannot split among members, and bitsandbytes' 8-bit layers
+in eval mode pick their outlier columns over the whole batch, which would couple the members' results.
 
     group = attach(model, lora_config, [Member("a", r=8, alpha=16, seed=1), Member("b", r=16, alpha=32, seed=2)])
     losses = member_losses(head, model, stack_batches([batch_a, batch_b], ...), group.rows(2 * b))
@@ -84,7 +94,7 @@ class MultiLoraLinear(nn.Module):
     `batched`: compute the members' updates with two batched matmuls (ranks padded with zeros to the largest,
     see _batched) when every member has the same number of rows; otherwise one pair of matmuls per member."""
 
-    batched = False  # measured on CPU (bench/multi_lora_matmul.py): the loop is as fast or faster; see there
+    batched = False  # the loop: exact, and no slower on a CPU (docs/benchmarks/multi_lora_matmul.md)
 
     def __init__(self, base_layer: nn.Module, stack: Stack):
         super().__init__()
@@ -113,7 +123,9 @@ class MultiLoraLinear(nn.Module):
         if not names:
             return result
         sizes = self.stack.split(x.shape[0])
-        # As peft: the adapter's input in the adapter's dtype, its output in the base's.
+        # As peft: the adapter's input in the adapter's dtype (fp32; autocast still runs its matmuls in bf16),
+        # its output in the base's. (peft's plain Linear adds before casting; the two differ only for a half-
+        # precision base without autocast, which sentlab never builds.)
         x = x.to(self.lora_A[names[0]].dtype)
         if self.batched and len(names) > 1 and len(set(sizes)) == 1:
             delta = self._batched(x, names)
@@ -178,7 +190,7 @@ class MemberModules(nn.Module):
 
 
 def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
+    return next(iter(module.parameters()), torch.empty(0)).device
 
 
 # -- initial weights: a pure function of (seed, module name) --------------------------------------------------

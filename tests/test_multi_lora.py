@@ -4,18 +4,23 @@ Every test builds the group on one copy of a base model and K ordinary single-ad
 (get_peft_model, as sentlab.adapters.add_lora builds them) on K more copies, with the same initial weights
 (multi_lora.init_peft_model), and compares them member by member, in fp32, with dropout 0.
 
-Tolerances (fp32; gradients compared element by element, relative to the member's largest gradient over all
-its tensors, since a tensor whose gradients are tiny next to the rest carries rounding errors of the others'
-absolute size). Measured maxima on this CPU, loss / gradient:
-- one shared data order (each member's rows exactly as wide in the stack as alone), the per-member loop
-  (MultiLoraLinear's default): 0 / 0 everywhere, bit-identical to peft (tiny BERT, RoBERTa, DistilBERT,
-  GPT-NeoX seq_cls and generative, int8, nf4, MiniLM). Held to SHARED_RTOL = 1e-6.
-- each member's own batches (some members' rows padded further in the stack than alone): tiny models up to
-  1.4e-6 / 4.2e-6, held to 1e-5 / 5e-5; MiniLM 1.2e-7 / 1.0e-4, held to 1e-5 / 5e-4 (its pretrained attention
-  amplifies the rounding of padded softmax sums through six layers of backward).
-- the batched-matmul path (MultiLoraLinear.batched = True; sums in another order): tiny models up to
+Tolerances (fp32): each member's loss within 1e-5 of its loss alone; each gradient element within 5e-5 of the
+member's largest gradient over all its tensors (5e-4 on MiniLM). Relative to the member's largest, because a
+tensor whose gradients are tiny next to the rest (the last layer's query under CLS pooling) carries rounding
+errors of the others' absolute size. Every comparison runs twice: one shared data order (every member's rows
+exactly as wide in the stack as alone) and each member's own rows (padded further in the stack than alone).
+
+Measured maxima on this CPU, loss / gradient:
+- shared order, per-member loop (MultiLoraLinear's default), 4 rows per member: 0 / 0, bit-identical to peft,
+  on every model here (tiny BERT, RoBERTa, DistilBERT, GPT-NeoX seq_cls and generative, int8, nf4, MiniLM).
+  Not guaranteed: the frozen products run on a taller matrix in the stack, and the CPU's GEMM may round
+  otherwise for other shapes (MiniLM with 2 rows per member: 8e-7 / 1.8e-5).
+- own rows: tiny models up to 1.4e-6 / 4.2e-6; MiniLM 1.2e-7 / 1.0e-4 (its pretrained attention amplifies the
+  rounding of the padded softmax sums through six layers of backward).
+- the batched-matmul path (MultiLoraLinear.batched = True; it sums in another order): tiny models up to
   1.4e-6 / 2.4e-5, MiniLM 2.2e-6 / 1.9e-4; with nf4 (bf16 compute) up to 5.9e-4 / 2.6e-3, since the 4-bit
-  layers round their fp32 inputs to bf16 and a last-bit difference can cross a bf16 rounding boundary.
+  layers round their fp32 inputs to bf16 and a last-bit difference can cross a bf16 rounding boundary (not
+  tested: the loop is the default).
 """
 from __future__ import annotations
 
@@ -37,8 +42,7 @@ TEXTS = [
     ["works", "not what I expected at all", "lovely", "bad"],
 ]
 LOSS_ATOL = LOGITS_ATOL = 1e-5
-GRAD_RTOL = 5e-5  # of the member's largest gradient
-SHARED_RTOL = 1e-6  # losses and gradients with one shared data order (measured: exactly equal)
+GRAD_RTOL = 5e-5  # of the member's largest gradient (MiniLM: 5e-4)
 
 
 # -- building the two sides ---------------------------------------------------------------------------------
@@ -124,7 +128,7 @@ def _perturb(params: dict[str, torch.Tensor], seed: int) -> None:
         p.add_(torch.randn(p.shape, generator=generator).to(p.device) * 0.3)
 
 
-def _compare(setup, members, modules_to_save=None, grad_rtol=GRAD_RTOL, shared_rtol=SHARED_RTOL, report=None):
+def _compare(setup, members, modules_to_save=None, grad_rtol=GRAD_RTOL, texts=TEXTS, report=None):
     """Stacked forward + backward of the group against each member's own peft model, with one shared data
     order (every member's batch the same rows) and with each member's own rows; returns the group."""
     group = setup.group(members, modules_to_save)
@@ -133,20 +137,19 @@ def _compare(setup, members, modules_to_save=None, grad_rtol=GRAD_RTOL, shared_r
         _perturb(group.parameters(m.name), seed=100 + i)
         _perturb(_single_params(single), seed=100 + i)
     for shared in (True, False):
-        worst = _differences(setup, group, singles, members, shared)
+        worst = _differences(setup, group, singles, members, texts[:1] * len(members) if shared else texts)
         if report is not None:
             report["shared" if shared else "own"] = worst
-        loss_limit, grad_limit = (shared_rtol, shared_rtol) if shared else (LOSS_ATOL, grad_rtol)
-        assert worst["loss"] <= loss_limit and worst["grad"] <= grad_limit, ("shared" if shared else "own", worst)
+        assert worst["loss"] <= LOSS_ATOL and worst["grad"] <= grad_rtol, ("shared" if shared else "own", worst)
     return group
 
 
-def _differences(setup, group, singles, members, shared_order: bool) -> dict[str, float]:
+def _differences(setup, group, singles, members, texts) -> dict[str, float]:
     """The largest loss difference and the largest gradient difference (relative to the member's largest
-    gradient) between the group's members and their own models, on one stacked step."""
+    gradient) between the group's members and their own models, on one stacked step of member i's texts[i]."""
     from sentlab.multi_lora import member_losses
 
-    batches = [setup.batch(TEXTS[0 if shared_order else i]) for i in range(len(members))]
+    batches = [setup.batch(t) for t in texts[: len(members)]]
     stacked = setup.stacked(batches)
     losses = member_losses(setup.head, group.model, stacked, group.rows(len(stacked["labels"])))
     sum(losses).backward()
@@ -225,7 +228,10 @@ def test_quantized_base_on_cpu(quant, head, tiny_models):
 
 
 def test_packaged_minilm(minilm):
-    _compare(Setup(minilm, "seq_cls", ["query", "value"]), MEMBERS, grad_rtol=5e-4)
+    """The real checkpoint (its pretrained attention is what amplifies rounding, see the module's docstring);
+    two members of two rows each keep it quick."""
+    _compare(Setup(minilm, "seq_cls", ["query", "value"]), MEMBERS[1:], grad_rtol=5e-4,
+             texts=[t[:2] for t in TEXTS[1:]])
 
 
 @pytest.fixture(scope="module")
@@ -261,14 +267,13 @@ def test_batched_matmul_mode(arch, tiny_models, monkeypatch):
     from sentlab.multi_lora import MultiLoraLinear
 
     monkeypatch.setattr(MultiLoraLinear, "batched", True)
-    _compare(Setup(tiny_models[arch], "seq_cls", TARGETS[arch]), MEMBERS, shared_rtol=GRAD_RTOL)
+    _compare(Setup(tiny_models[arch], "seq_cls", TARGETS[arch]), MEMBERS)
 
 
-@pytest.mark.parametrize("order,atol", [("shared", 1e-7), ("own", 1e-5)])
-def test_optimizer_steps_per_member_equal_separate_runs(order, atol, tiny_models):
+def test_optimizer_steps_per_member_equal_separate_runs(tiny_models):
     """Three steps of AdamW with each member's own learning rate and weight decay, its gradients clipped on its
-    own: the same weights as three separate runs (measured: equal in a shared order; with own batches up to
-    2e-6 apart, Adam's first steps moving every weight by about lr whatever the gradient's size)."""
+    own: the same weights as three separate runs, within 1e-5 (measured: 2e-6 with each member's own batches,
+    Adam's first steps moving a weight by about lr whatever its gradient's size; equal in one shared order)."""
     from sentlab.multi_lora import member_losses
 
     setup = Setup(tiny_models["bert"], "seq_cls", TARGETS["bert"])
@@ -279,7 +284,7 @@ def test_optimizer_steps_per_member_equal_separate_runs(order, atol, tiny_models
             for m, lr, wd in zip(MEMBERS, lrs, decays)]
     theirs = [torch.optim.AdamW(_single_params(s).values(), lr=lr, weight_decay=wd)
               for s, lr, wd in zip(singles, lrs, decays)]
-    batches = [setup.batch(TEXTS[0 if order == "shared" else i]) for i in range(len(MEMBERS))]
+    batches = [setup.batch(t) for t in TEXTS]
     stacked = setup.stacked(batches)
     for _ in range(3):
         sum(member_losses(setup.head, group.model, stacked, group.rows(len(stacked["labels"])))).backward()
@@ -295,7 +300,7 @@ def test_optimizer_steps_per_member_equal_separate_runs(order, atol, tiny_models
     for m, single in zip(MEMBERS, singles):
         a, b = group.parameters(m.name), _single_params(single)
         for key in b:
-            assert torch.allclose(a[key], b[key], rtol=0, atol=atol), (key, float((a[key] - b[key]).abs().max()))
+            assert torch.allclose(a[key], b[key], rtol=0, atol=1e-5), (key, float((a[key] - b[key]).abs().max()))
         assert b[next(k for k in b if "lora_B" in k)].abs().max() > 1e-4  # they trained
 
 
@@ -394,8 +399,7 @@ def test_jobs_that_differ_only_on_the_adapter_side_fuse_in_order():
     assert group_jobs(grid, max_members=3) == [[0, 1, 2], [3]]
     assert group_jobs(grid, max_members=1) == [[0], [1], [2], [3]]
     every_setting = _job("lora.r=4", "lora.alpha=32", "lora.dropout=0.2", "train.lr=1e-4", "train.weight_decay=0",
-                         "train.warmup_ratio=0.1", "train.scheduler=cosine", "train.epochs=2", "train.patience=1",
-                         "train.seed=7")
+                         "train.warmup_ratio=0.1", "train.scheduler=cosine", "train.epochs=2", "train.patience=1")
     assert group_jobs([grid[0], every_setting], max_members=8) == [[0, 1]]
     # infrastructure never splits: run names, tracking, the Optuna trial, checkpoint cadence
     infra = _job("run_name=other", "tracking.experiment=elsewhere", "train.checkpoint_every=5",
@@ -419,16 +423,23 @@ def grid_jobs():
     return [_job("lora.r=8"), _job("lora.r=16")]
 
 
-def test_seeds_fuse_unless_they_select_other_rows():
+def test_seeds_split_groups_unless_mixed():
+    """By default one group, one seed (one data order, no extra padding); a grid x seeds sweep fuses per seed."""
+    from sentlab.fused import group_jobs
+
+    jobs = [_job(f"train.seed={s}", f"lora.r={r}") for r in (4, 8) for s in (1, 2)]
+    assert group_jobs(jobs, max_members=8) == [[0, 2], [1, 3]]
+    assert group_jobs(jobs, max_members=8, mix_seeds=True) == [[0, 1, 2, 3]]  # demo data: val given, no caps
+
+
+def test_mixed_seeds_fuse_unless_they_select_other_rows():
     """train.seed also seeds data.max_samples' capping and a carved val split (data.seed = train.seed)."""
     from sentlab.fused import group_jobs
 
-    seeds = [_job(f"train.seed={s}") for s in (1, 2)]
-    assert group_jobs(seeds, max_members=8) == [[0, 1]]  # demo data: given val split, no caps
     capped = [_job(f"train.seed={s}", "data.max_samples.train=100") for s in (1, 2)]
-    assert group_jobs(capped, max_members=8) == [[0], [1]]
+    assert group_jobs(capped, max_members=8, mix_seeds=True) == [[0], [1]]
     carved = [_job(f"train.seed={s}", "data.files.val=null") for s in (1, 2)]
-    assert group_jobs(carved, max_members=8) == [[0], [1]]
+    assert group_jobs(carved, max_members=8, mix_seeds=True) == [[0], [1]]
 
 
 def test_the_data_seed_rule_agrees_with_loading():
