@@ -129,8 +129,8 @@ def main():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     lines = [
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}), "
-        f"1-minute load average {os.getloadavg()[0]:.1f} at the start; fp32; {ROWS} rows x {TOKENS} tokens per member.",
+        (f"CPU ({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}), 1-minute load "
+         f"average {os.getloadavg()[0]:.1f} at the start; fp32; {ROWS} rows x {TOKENS} tokens per member."),
         "",
         "| what | K | ranks | loop (CPU ms) | bmm (CPU ms) | bmm / loop |",
         "|---|---|---|---|---|---|",
@@ -140,7 +140,7 @@ def main():
                               ("MiniLM training step", _model_step, 2)]:
         for k in (4, 8):
             for mixed in (False, True):
-                t = _compare(lambda: build(k, mixed), args.rounds, reps)
+                t = _compare(lambda build=build, k=k, mixed=mixed: build(k, mixed), args.rounds, reps)
                 ranks = "4/8/16/32" if mixed else "all 8"
                 lines.append(f"| {what} | {k} | {ranks} | {t['loop'] * 1e3:.2f} | {t['bmm'] * 1e3:.2f} | "
                              f"{t['bmm'] / t['loop']:.2f} |")

@@ -28,6 +28,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import CONF
 from sentlab.multi_lora import Member
 
 # Three members with different ranks, alphas and seeds (dropout 0: the only randomness is the initial weights).
@@ -384,8 +385,6 @@ def test_attach_refuses_what_it_cannot_do(tiny_models):
 def _job(*overrides: str):
     """A job's config as `python -m sentlab.train` composes it from conf/."""
     from hydra import compose, initialize_config_dir
-
-    from conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
