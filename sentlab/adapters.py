@@ -7,11 +7,12 @@ from omegaconf import OmegaConf
 from sentlab.errors import ConfigError
 
 
-def add_lora(model, lora, task_type: str):
-    """Wrap `model` in a peft LoRA model; `task_type` is peft's (SEQ_CLS saves the head with the adapter)."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(lora, task_type: str):
+    """peft's LoraConfig for the `lora` config node; `task_type` is peft's (SEQ_CLS saves the head with the
+    adapter). One place builds it, for a job trained alone (add_lora) and for a member of a fused group."""
+    from peft import LoraConfig
 
-    config = LoraConfig(
+    return LoraConfig(
         task_type=task_type,
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -20,6 +21,13 @@ def add_lora(model, lora, task_type: str):
         bias=lora.bias,
         modules_to_save=OmegaConf.to_object(lora.modules_to_save) if lora.modules_to_save is not None else None,
     )
+
+
+def add_lora(model, lora, task_type: str):
+    """Wrap `model` in a peft LoRA model; `task_type` is peft's (SEQ_CLS saves the head with the adapter)."""
+    from peft import get_peft_model
+
+    config = lora_config(lora, task_type)
     try:
         return get_peft_model(model, config)
     except ValueError as err:

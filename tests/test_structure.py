@@ -19,7 +19,7 @@ LAYERS = [
         *("distributed", "tracking", "study", "heads", "heads.base", "heads.seq_cls", "heads.generative"),
         *("demo_data", "demo_data.generate"),
     },
-    {"models", "training", "reports"},  # the one model builder; the training loop; what a run logs of results
+    {"models", "training", "reports", "multi_lora", "fused"},  # the model builder; the loop; a fused group
     {"classifier", "runs", "ranks"},  # a trained run as a classifier; a run's MLflow life; the DDP ranks
     {"mlflow_model", "comparison"},  # a run's MLflow model; a sweep's runs compared
     {"pipeline", "sweep"},  # one job; a sweep's parent run and summary
