@@ -50,7 +50,7 @@ def save_cost(overrides: list[str], tmp: Path) -> dict:
     from sentlab import checkpoints, models, pipeline
     from sentlab.training import fit
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sentlab" / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, "train.epochs=1", f"runs_dir={tmp}"])
     prepared = pipeline.prepare(cfg)
     cfg, data, head, device = prepared.cfg, prepared.data, prepared.head, prepared.device

@@ -31,7 +31,7 @@ def _lengths() -> list[int]:
     from sentlab.data import load_data
 
     overrides = ["data=sst2", f"data.dir={SST2}", f"data.max_samples.train={ROWS}", f"train.max_length={MAX_LENGTH}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sentlab" / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     texts = list(load_data(cfg.data).splits["train"]["text"])
     tokenizer = backbones.load_tokenizer(cfg.backbone)

@@ -57,7 +57,7 @@ def _cfg(*overrides: str):
 
     import sentlab  # noqa: F401
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sentlab" / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
 

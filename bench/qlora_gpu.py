@@ -94,7 +94,7 @@ def main():
     load_mb = torch.cuda.max_memory_allocated() / 2**20
 
     train = OmegaConf.load(
-        Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml"
+        Path(__file__).resolve().parents[1] / "sentlab" / "conf" / "train" / "default.yaml"
     )  # every key fit reads
     train = OmegaConf.merge(
         train,

@@ -55,7 +55,7 @@ def _cfg(precision: str, rows: int):
         "lora.alpha=16",
         f"data.max_samples.train={rows}",
     ] + ([f"backbone.source={MINILM}"] if MINILM else [])
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sentlab" / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 

@@ -47,7 +47,7 @@ SINGLE, BATCHES, BATCH = 200, 30, 32
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sentlab" / "conf"), version_base="1.3"):
         return compose("config", overrides=overrides)
 
 

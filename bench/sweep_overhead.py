@@ -127,7 +127,7 @@ def _jobs(tmp: Path) -> None:
         for job in range(JOBS_PER_MODEL + 1):  # the first job warms caches up and is not counted
             overrides = [*model_args, *JOB_ARGS, f"train.seed={job}", f"runs_dir={runs_dir}"]
             start = time.perf_counter()
-            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            with initialize_config_dir(config_dir=str(REPO / "sentlab" / "conf"), version_base="1.3"):
                 cfg = compose("config", overrides=overrides)
             compose_s = time.perf_counter() - start
             sweep_dir = tmp / "sweep"

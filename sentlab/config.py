@@ -17,7 +17,7 @@ from sentlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the repository's conf/
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # sentlab/conf/: inside the package, so a wheel carries it
 
 HEADS = ("seq_cls", "generative")
 QUANTS = ("none", "int8", "nf4")
@@ -59,7 +59,9 @@ def check_group_choices(argv: list[str]) -> None:
         choices = sorted(p.stem for p in folder.glob("*.yaml"))
         values = value.removeprefix("choice(").removesuffix(")").split(",")
         for unknown in [v.strip() for v in values if v.strip() not in choices]:
-            raise ConfigError(f"{key}: no option '{unknown}' in conf/{key}/ (choose one of: {', '.join(choices)})")
+            raise ConfigError(
+                f"{key}: no option '{unknown}' in sentlab/conf/{key}/ (choose one of: {', '.join(choices)})"
+            )
 
 
 def with_max_length(cfg, limit: int | None):
@@ -254,7 +256,7 @@ def check_tracking(tracking) -> None:
 
 
 def check_sweeper(settings) -> None:
-    """The plain settings of sentlab's Optuna sweeper (conf/hydra/sweeper/optuna.yaml); its sampler, pruner and
+    """The plain settings of sentlab's Optuna sweeper (sentlab/conf/hydra/sweeper/optuna.yaml); its sampler, pruner and
     storage are checked where they are built (sentlab.study, the sweeper)."""
     direction = settings.direction
     _check(

@@ -1,6 +1,6 @@
 """What a run prints: sentlab's own story on the console, everything in the run's log file.
 
-The one place where dependency noise is handled. Hydra's job logging (conf/hydra/job_logging/sentlab.yaml)
+The one place where dependency noise is handled. Hydra's job logging (sentlab/conf/hydra/job_logging/sentlab.yaml)
 sends every record to `<run's Hydra folder>/train.log` (logged to MLflow as `logs/train.log`) and, through
 ConsoleFilter, only sentlab's own lines and other libraries' real warnings to the terminal.
 """

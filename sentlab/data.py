@@ -1,6 +1,6 @@
 """Sentiment data: train/val/test splits of (text, label) rows, from the hub or from local files.
 
-A data config (conf/data/*.yaml) names where the rows come from and which columns hold the
+A data config (sentlab/conf/data/*.yaml) names where the rows come from and which columns hold the
 text and the label. `load_data` reads them, maps every split to exactly two columns
 (`text`: str, `label`: int id into `label_names`), drops rows without text (counted, never
 silently), carves a val split from train when there is none, and caps splits for quick runs.

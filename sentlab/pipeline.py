@@ -138,6 +138,7 @@ def _train(store: Store, job: Job, prepared: Prepared, hydra_dir: str | None, re
             result = _train_and_test(run, prepared, saved)
         except study.Pruned as pruned:  # its Optuna trial was stopped early, for good: KILLED, never resumed
             run.prune(pruned.epoch, cfg.train.epochs)
+            run.log_metrics({f"val_{k}": v for k, v in pruned.val.items()})  # what it reached, for compare
             result = {"val": pruned.val, "test": None, "pruned_epoch": pruned.epoch}
     saved.remove()
     log.info(f"MLflow run {run.id} ({run.name}) in {cfg.tracking.uri}")

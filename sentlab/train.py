@@ -16,11 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sentlab.config import CONF_DIR, check_group_choices
+from sentlab.config import check_group_choices
 from sentlab.errors import ConfigError, RunError
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://sentlab.conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from sentlab import checkpoints, console, pipeline  # heavy imports after Hydra has parsed the command line
 

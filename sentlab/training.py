@@ -87,6 +87,7 @@ def evaluate(model, head, features, device, batch_size: int, precision: str = "a
     return Evaluation(sum(losses) / len(labels), log_probs[inverse], labels[inverse])
 
 
+EPOCH_CURVE = "epoch/"  # per-epoch validation metrics are logged as epoch/val_<name>, step = epoch
 MEGABATCH = 50  # batches sorted by length together (as in transformers' LengthGroupedSampler)
 
 
@@ -141,8 +142,8 @@ def fit(
     features["val"]; returns the kept epoch, its validation metrics and the training time (`epoch`, `val`,
     `train_time_s`).
 
-    `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and val_*
-    metrics after each evaluated epoch (step = epoch). With `checkpoints` (sentlab.checkpoints.Checkpoints),
+    `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and
+    epoch/val_* metrics after each evaluated epoch (step = epoch). With `checkpoints` (a Checkpoints),
     training starts from the latest checkpoint there, if any, saves one when due and at each epoch's end, and on
     a stop signal saves one and raises Stopped. `after_epoch(epoch, val)`, if given, runs after each evaluated
     epoch and may raise to end training there (sentlab.study.Pruned: an Optuna trial that its pruner stops).
@@ -291,7 +292,9 @@ class Trainer:
             self.model, self.head, self.val_features, self.device, cfg.eval_batch_size, cfg.precision, "validation"
         )
         val = evaluation.metrics(self.head.label_names)
-        self.log_metrics({f"val_{k}": v for k, v in val.items()}, epoch)
+        # The per-epoch curve: `val_*` itself is the kept epoch's, logged by the run once training is done
+        # (MLflow shows a metric's value at its highest step, which would be the last epoch's).
+        self.log_metrics({f"{EPOCH_CURVE}val_{k}": v for k, v in val.items()}, epoch)
         log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
         self._judge(epoch, val)
         if self.after_epoch:

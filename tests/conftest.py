@@ -30,7 +30,7 @@ def pytest_configure(config):
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-CONF = REPO / "conf"
+CONF = REPO / "sentlab" / "conf"
 
 # Text to train tiny tokenizers on: the demo reviews plus the label words.
 LABEL_WORDS = "negative neutral positive Negative Neutral Positive great terrible okay"

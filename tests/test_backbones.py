@@ -82,7 +82,7 @@ def test_zip_parts_source_syntax_checked():
 
 def test_mpnet_prepared_as_make_install_does_then_loads_and_classifies(capsys):
     """`python -m sentlab.backbones mpnet` (what make install runs) gives the folder that runs load: MPNet,
-    through sentlab's loading code, with LoRA's target modules where conf/backbone/mpnet.yaml says."""
+    through sentlab's loading code, with LoRA's target modules where sentlab/conf/backbone/mpnet.yaml says."""
     from conftest import CONF
     from omegaconf import OmegaConf
     from transformers import AutoModelForSequenceClassification

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAST, REPO, all_runs, tiny_args
+from conftest import CONF, FAST, REPO, all_runs, tiny_args
 
 
 @pytest.fixture
@@ -96,9 +96,7 @@ def test_train_without_some_class_is_a_warning(bad_files, caplog):
 
     from sentlab.data import load_data
 
-    cfg = OmegaConf.merge(
-        OmegaConf.load(REPO / "conf" / "data" / "csv.yaml"), {"dir": str(bad_files["one_class"]), "seed": 0}
-    )
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "data" / "csv.yaml"), {"dir": str(bad_files["one_class"]), "seed": 0})
     with caplog.at_level(logging.WARNING, logger="sentlab.data"):
         load_data(cfg)
     (record,) = [r for r in caplog.records if r.name == "sentlab.data"]
@@ -136,7 +134,7 @@ def test_unknown_group_option_on_the_command_line(tmp_path):
         )
         assert run.returncode == 2
         assert run.stderr.strip() == (
-            "sentlab: error: backbone: no option 'llama9' in conf/backbone/ (choose one of: distilbert, gpt_neo, "
-            "minilm, mpnet, pythia, roberta, smollm2)"
+            "sentlab: error: backbone: no option 'llama9' in sentlab/conf/backbone/ (choose one of: distilbert, "
+            "gpt_neo, minilm, mpnet, pythia, roberta, smollm2)"
         )
     assert not (tmp_path / "mlflow.db").exists()

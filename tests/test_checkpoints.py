@@ -92,7 +92,7 @@ def test_sigterm_stops_at_a_checkpoint_and_resume_equals_an_uninterrupted_run(
     assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
     assert "sentlab.resume_command" not in resumed.data.tags
     client = store()
-    epochs = [m.step for m in client.get_metric_history(run_id, "val_f1_macro") if m.step]  # 0: the final one
+    epochs = [m.step for m in client.get_metric_history(run_id, "epoch/val_f1_macro")]
     assert epochs == [1, 2]  # each epoch once
     steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 48  # steps continue, none twice
@@ -156,7 +156,7 @@ def test_patience_stops_early(tiny_models, train, store):
     train(*tiny_args(tiny_models, "bert"), *FAST, "train.epochs=5", "train.patience=2", "train.lr=1e-12")
     (run,) = all_runs(store())
     assert run.data.metrics["stopped_epoch"] == 3 and run.data.metrics["kept_epoch"] == 1
-    assert [m.step for m in store().get_metric_history(run.info.run_id, "val_f1_macro") if m.step] == [1, 2, 3]
+    assert [m.step for m in store().get_metric_history(run.info.run_id, "epoch/val_f1_macro")] == [1, 2, 3]
 
 
 def test_a_running_run_is_dead_only_when_its_process_is_gone_from_this_host():

@@ -19,7 +19,7 @@ from sentlab.data import load_data
 from sentlab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "sentlab" / "conf"
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 DATA_CONFIGS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 

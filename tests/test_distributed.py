@@ -127,7 +127,7 @@ def test_two_processes_train_what_one_process_with_twice_the_batch_trains(tiny_b
     print(f"largest train_loss difference: {max(abs(a - b) for (_, a), (_, b) in zip(loss_one, loss_two)):.2e}")
     first, second = (sum(v for _, v in loss_two[k : k + 6]) / 6 for k in (0, 6))
     assert second < first  # it did train: epoch 2's mean loss below epoch 1's (equal curves could be flat ones)
-    assert [s for s, _ in _history(client, two.info.run_id, "val_f1_macro") if s] == [1, 2]  # each epoch once
+    assert [s for s, _ in _history(client, two.info.run_id, "epoch/val_f1_macro")] == [1, 2]  # each epoch once
     for key in ("val_loss", "val_accuracy", "val_f1_macro", "test_loss", "test_accuracy", "kept_epoch"):
         assert two.data.metrics[key] == pytest.approx(one.data.metrics[key], abs=TOLERANCE), key
     assert not (runs_dir / "checkpoints" / two.info.run_id).exists()  # FINISHED: its checkpoints dropped

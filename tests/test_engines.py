@@ -289,5 +289,5 @@ def test_a_preempted_slurm_job_resumes_from_its_checkpoint(tiny_models, tmp_path
         if any(a.path.startswith("logs/resume-") for a in client.list_artifacts(r.info.run_id, "logs"))
     ]
     assert len(resumed) == 1, "one job was preempted and resumed"
-    epochs = [m.step for m in client.get_metric_history(resumed[0].info.run_id, "val_accuracy") if m.step > 0]
+    epochs = [m.step for m in client.get_metric_history(resumed[0].info.run_id, "epoch/val_accuracy")]
     assert sorted(epochs) == list(range(1, 13))  # each epoch validated once across both attempts (step 0: final)

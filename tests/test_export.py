@@ -86,7 +86,7 @@ def test_qlora_export_merges_into_the_unquantized_base(exported, tiny_models, st
 
 
 def test_export_bad_input_is_one_line(tiny_models, train, store, runs_dir, tmp_path, capsys, monkeypatch):
-    from sentlab import export, mlflow_model
+    from sentlab import classifier, export
 
     train(*tiny_args(tiny_models, "bert"), *FAST, "train.epochs=0")
     (run,) = all_runs(store())
@@ -103,7 +103,7 @@ def test_export_bad_input_is_one_line(tiny_models, train, store, runs_dir, tmp_p
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "new").exists()
 
-    monkeypatch.setattr(mlflow_model, "MERGE_TOLERANCE", -1.0)  # every merge now "differs": nothing is written
+    monkeypatch.setattr(classifier, "MERGE_TOLERANCE", -1.0)  # every merge now "differs": nothing is written
     assert export.main([run.info.run_id, str(tmp_path / "new"), "--merge", "--tracking-uri", uri]) == 1
     assert "differ from the adapter's on 16 held-out texts" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()

@@ -83,7 +83,7 @@ def test_generative_training_lowers_the_loss_and_predicts_label_words(arch, tiny
     assert run.data.tags["sentlab.head"] == "generative"
     assert run.data.params["head.template"] == "Tweet: {text}\nSentiment:"
     train_loss = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
-    per_epoch = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss") if m.step > 0}
+    per_epoch = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "epoch/val_loss")}
     assert sorted(per_epoch) == [1, 2, 3] and per_epoch[3] < per_epoch[2] < per_epoch[1]
     assert sum(train_loss[-6:]) < sum(train_loss[:6])  # the last epoch's 6 steps against the first's
     matrix = json.loads(Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json")).read_text())

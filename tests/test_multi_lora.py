@@ -98,7 +98,7 @@ class Setup:
     def base(self):
         from sentlab import backbones, quant
 
-        qcfg = OmegaConf.load(f"conf/quant/{self.quant}.yaml") if self.quant else None
+        qcfg = OmegaConf.load(CONF / "quant" / f"{self.quant}.yaml") if self.quant else None
         model = backbones.load_model(
             self.head.model_class(),
             self.backbone,

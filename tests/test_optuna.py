@@ -39,7 +39,7 @@ def _check_trials(client, children, study) -> tuple[int, int]:
     for run in children:
         trial = trials[int(run.data.tags["sentlab.trial"])]
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
-        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_f1_macro")]
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_f1_macro")]
         if run.data.params["train.epochs"] == "3":
             assert run.info.status == "KILLED" and run.data.tags["sentlab.pruned"] == "after epoch 2 of 3"
             assert epochs == [1, 2] and "test_accuracy" not in run.data.metrics  # training stopped there

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAST, all_runs, tiny_args
+from conftest import CONF, FAST, all_runs, tiny_args
 from omegaconf import OmegaConf
 
 from sentlab.data import Labels
@@ -19,7 +19,7 @@ def test_quantized_generative_lora_trains_after_an_eval_pass(arch, quant, tiny_m
     (run,) = all_runs(store())
     assert run.info.status == "FINISHED"
     assert run.data.tags["sentlab.quant"] == quant and "sentlab.quant_fallback" not in run.data.tags
-    epochs = {m.step for m in store().get_metric_history(run.info.run_id, "val_accuracy") if m.step > 0}
+    epochs = {m.step for m in store().get_metric_history(run.info.run_id, "epoch/val_accuracy")}
     assert epochs == {1, 2}
     assert "test_accuracy" in run.data.metrics
 
@@ -57,7 +57,7 @@ def test_base_is_quantized_and_output_layers_are_not(quant, layer, tiny_models):
 
     from sentlab import quant as quantization
 
-    cfg = OmegaConf.load(f"conf/quant/{quant}.yaml")
+    cfg = OmegaConf.load(CONF / "quant" / f"{quant}.yaml")
     model = AutoModelForCausalLM.from_pretrained(
         tiny_models["gpt_neox"], quantization_config=quantization.quantization_config(cfg)
     )
@@ -103,7 +103,7 @@ def _lora_model(tiny_models, quant_name):
         }
     )
     head = GenerativeHead(cfg, tokenizer, Labels(["a", "b", "c"], ["terrible", "okay", "great"]))
-    qcfg = OmegaConf.load(f"conf/quant/{quant_name}.yaml")
+    qcfg = OmegaConf.load(CONF / "quant" / f"{quant_name}.yaml")
     model = backbones.load_model(
         head.model_class(), backbone, tokenizer, quantization_config=quant.quantization_config(qcfg)
     )

@@ -1,4 +1,4 @@
-"""The accuracy recipes of conf/experiment/ (docs/benchmarks/recipes.md) run end to end: their real backbone
+"""The accuracy recipes of sentlab/conf/experiment/ (docs/benchmarks/recipes.md) run end to end: their real backbone
 (MiniLM, MPNet), their LoRA targets and trained modules, on their real data files, with a few rows."""
 
 from __future__ import annotations

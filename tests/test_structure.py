@@ -13,7 +13,7 @@ PACKAGE = REPO / "sentlab"
 # Bottom to top; a module imports modules of its own layer or below (docs/design.md, "Layers").
 LAYERS = [
     {"errors", "tags"},  # names everything else shares
-    {"config"},  # where configs live, composing one, every check that needs nothing loaded
+    {"config", "conf"},  # the configs (sentlab/conf/), composing one, every check that needs nothing loaded
     {  # the parts of a run, each on its own
         *("console", "data", "backbones", "quant", "adapters", "metrics", "stats", "checkpoints"),
         *("distributed", "tracking", "study", "heads", "heads.base", "heads.seq_cls", "heads.generative"),

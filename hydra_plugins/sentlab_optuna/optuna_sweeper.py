@@ -1,7 +1,7 @@
 """An optimizing sweep on current Optuna whose study is stored, so that it continues, and whose trials can be pruned.
 
-    python -m sentlab.train -m sweep=optuna          # the preset conf/sweep/optuna.yaml; settings and their
-                                                     # defaults: conf/hydra/sweeper/optuna.yaml
+    python -m sentlab.train -m sweep=optuna          # the preset sentlab/conf/sweep/optuna.yaml; settings and their
+                                                     # defaults: sentlab/conf/hydra/sweeper/optuna.yaml
 
 The shape of hydra-optuna-sweeper (which pins optuna 2.10): each search-space override (`choice(..)`, `a,b`,
 `range(..)`, `interval(..)`, `tag(log, interval(..))`) becomes an Optuna distribution, trials are asked in batches of
@@ -33,7 +33,7 @@ RESULTS_FILE = "optimization_results.yaml"  # in the sweep's folder, as hydra-op
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **settings) -> None:
-        """Settings (conf/hydra/sweeper/optuna.yaml) are read from the sweep's config in setup()."""
+        """Settings (sentlab/conf/hydra/sweeper/optuna.yaml) are read from the sweep's config in setup()."""
 
     @staticmethod
     def check(config) -> None:

@@ -2,7 +2,7 @@
 
 A head tokenizes the data, collates batches, and gives the training loss and,
 for evaluation, log-probabilities over the labels. Every head has one file here
-and one config in conf/head/ of the same name.
+and one config in sentlab/conf/head/ of the same name.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ like the same example alone. At start-up the label words are checked as they tok
 prompt: words the tokenizer cannot represent, that merge with the prompt's end, or whose first
 tokens collide are a ConfigError naming them.
 
-Options (conf/head/generative.yaml):
+Options (sentlab/conf/head/generative.yaml):
 - head.chat_template=true: the filled template is the user message of the tokenizer's chat template
   (generation prompt added), and the label word is scored as the assistant's answer;
 - head.calibration=contextual: contextual calibration (Zhao et al. 2021, "Calibrate before use"). Once

@@ -1,0 +1,42 @@
+"""The numbers MLflow shows for a run are the model it keeps: with train.keep=best, a run's val_* (its latest
+value: what the UI table, run.data.metrics and search_runs give) are the kept epoch's, the per-epoch curve is
+epoch/val_*, and the sweep's best run, compare's table and the @champion registration read those numbers."""
+
+from __future__ import annotations
+
+import csv
+
+from conftest import FAST, all_runs, tiny_args
+
+from sentlab import tags
+
+
+def test_mlflow_shows_the_kept_epoch_and_everything_reads_it(tiny_models, train, store, runs_dir, capsys):
+    from sentlab import compare
+
+    # train.patience=1 stops training after the first epoch that does not beat the best: the last epoch
+    # trained is then never the one kept, so MLflow's latest per-epoch value would be the wrong one.
+    settings = ["train.epochs=20", "train.patience=1", "train.keep=best", "tracking.registered_model=kept"]
+    train("-m", *tiny_args(tiny_models, "bert"), *FAST, "train.lr=5e-3,2e-2", *settings)
+    client = store()
+    children = [r for r in all_runs(client) if tags.PARENT_RUN_ID in r.data.tags]
+    assert len(children) == 2
+    for run in children:
+        metrics = run.data.metrics
+        kept, stopped = int(metrics["kept_epoch"]), int(metrics["stopped_epoch"])
+        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "epoch/val_f1_macro")}
+        assert sorted(curve) == list(range(1, stopped + 1)) and kept < stopped
+        assert metrics["val_f1_macro"] == curve[kept] == max(curve.values())
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_f1_macro")] == [0]  # one value
+
+    values = {r.info.run_id: r.data.metrics["val_f1_macro"] for r in children}
+    (parent,) = [r for r in all_runs(client) if r.data.tags.get(tags.SWEEP) == "parent"]
+    best = parent.data.tags[tags.BEST_RUN_ID]  # (of runs that tie, either)
+    assert values[best] == parent.data.metrics["best_val_f1_macro"] == max(values.values())
+    assert client.get_model_version_by_alias("kept", "champion").run_id == best
+
+    capsys.readouterr()
+    assert compare.main(["--runs-dir", str(runs_dir), "--no-log"]) == 0
+    with open(runs_dir / "compare" / parent.info.run_id / "compare.csv", newline="") as f:
+        table = {row["run_id"]: float(row["val_f1_macro"]) for row in csv.DictReader(f)}
+    assert table == values
