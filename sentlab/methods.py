@@ -29,8 +29,6 @@ from typing import Callable
 
 from sentlab.errors import ConfigError
 
-HEADS = ("seq_cls", "generative")
-QUANTS = ("none", "int8", "nf4")
 TASK_HEADS = {"SEQ_CLS": "seq_cls", "CAUSAL_LM": "generative"}  # peft's task type -> sentlab's head
 WEIGHTS_FILE = "trainable.safetensors"  # what bitfit, head_only and full save (peft methods: an adapter folder)
 # The layers a seq_cls head adds to a backbone (as sentlab.backbones.NEW_HEAD_LAYERS): they always train.
@@ -64,9 +62,9 @@ def register(method: Method) -> Method:
 
 # -- peft adapters ---------------------------------------------------------------------------------------------
 
-def _names(value) -> list[str] | None:
-    """A list setting (OmegaConf ListConfig, list or None) as a plain list for peft."""
-    return None if value is None else [str(v) for v in value]
+def _names(value) -> list[str] | str | None:
+    """A module-list setting as peft takes it: a plain list, or a string as it is (a regex, "all-linear")."""
+    return value if value is None or isinstance(value, str) else [str(v) for v in value]
 
 
 def _lora_config(lora, task_type, **extra):

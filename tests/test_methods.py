@@ -213,6 +213,11 @@ def test_lora_family_reads_the_lora_keys(tiny_models):
     _, model, _ = build(tiny_models, "rslora", "bert")
     assert model.peft_config["default"].use_rslora
     assert model.base_model.model.bert.encoder.layer[0].attention.self.query.scaling["default"] == 8 / math.sqrt(4)
+    method, lora = method_cfg("lora", "bert")
+    lora.target_modules = "all-linear"  # a string goes to peft as it is
+    model = methods.build(load(tiny_models["bert"])[1], method, lora, "SEQ_CLS")
+    adapted = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == {"query", "key", "value", "dense"}  # every linear layer of the encoder
 
 
 def test_loraplus_gives_b_its_own_learning_rate(tiny_models):
