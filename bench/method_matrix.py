@@ -3,8 +3,8 @@ models (BERT and GPT-NeoX, shapes as tests/conftest.py builds them), with quant 
 sentlab.quant (bitsandbytes on this CPU). For each cell: refused (and why), or trained 5 steps, saved,
 reloaded onto a fresh base and merged, with the largest logit difference of each against the trained model.
 
-    python -m bench.method_matrix                  # about 5 minutes on 2 cores; prints a markdown table
-    python -m bench.method_matrix lora,full none   # some methods / quantizations only
+    OMP_NUM_THREADS=1 python -m bench.method_matrix   # about 80 s on 2 shared cores; prints a markdown table
+    python -m bench.method_matrix lora,full none      # some methods / quantizations only
 
 Not part of `make bench` (it measures support, not speed); its table is in docs/benchmarks/peft_methods.md.
 """
