@@ -8,6 +8,7 @@ The rows are the ones a sentlab run reads: each data set's config from conf/data
 train.seed=42). VADER's thresholds: compound >= 0.05 positive, <= -0.05 negative, in between neutral; on
 two-class data the band is split at 0 (compound >= 0 positive).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,10 @@ def main() -> None:
 
     datasets.disable_progress_bars()
     print(f"load average before: {os.getloadavg()[0]:.2f}\n")
-    print("| data (split, rows) | metric | VADER | accuracy | macro recall | macro F1 | compound = 0 | texts/s "
-          "| load avg |")
+    print(
+        "| data (split, rows) | metric | VADER | accuracy | macro recall | macro F1 | compound = 0 | texts/s "
+        "| load avg |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for title, name, folder, split, overrides, metric in SETS:
         data = load_data(data_config(name, folder, overrides))
@@ -54,10 +57,13 @@ def main() -> None:
         rate = len(rows) / (time.perf_counter() - start)
         preds = lexicon.log_probs_of(compound).argmax(axis=1)
         m = classification_metrics(rows["label"], preds, data.label_names)
-        print(f"| {title} ({split}, {len(rows):,}) | {metric.replace('_', ' ')} | **{m[metric]:.3f}** | "
-              f"{m['accuracy']:.3f} | {m['recall_macro']:.3f} | {m['f1_macro']:.3f} | {(compound == 0).mean():.1%} | "
-              f"{rate:,.0f} | "
-              f"{os.getloadavg()[0]:.2f} |", flush=True)
+        print(
+            f"| {title} ({split}, {len(rows):,}) | {metric.replace('_', ' ')} | **{m[metric]:.3f}** | "
+            f"{m['accuracy']:.3f} | {m['recall_macro']:.3f} | {m['f1_macro']:.3f} | {(compound == 0).mean():.1%} | "
+            f"{rate:,.0f} | "
+            f"{os.getloadavg()[0]:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ reloaded onto a fresh base and merged, with the largest logit difference of each
 
 Not part of `make bench` (it measures support, not speed); its table is in docs/benchmarks/peft_methods.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,16 +29,22 @@ from sentlab.errors import ConfigError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"bert": ["query", "value"], "gpt_neox": ["query_key_value"]}
 CASES = [("bert", "seq_cls"), ("gpt_neox", "seq_cls"), ("gpt_neox", "generative")]
-QUANTS = {"none": {"name": "none"},
-          "int8": {"name": "int8", "fallback": "error"},
-          "nf4": {"name": "nf4", "quant_type": "nf4", "double_quant": True, "compute_dtype": "fp32", "fallback": "error"}}
+QUANTS = {
+    "none": {"name": "none"},
+    "int8": {"name": "int8", "fallback": "error"},
+    "nf4": {"name": "nf4", "quant_type": "nf4", "double_quant": True, "compute_dtype": "fp32", "fallback": "error"},
+}
 
 
 def method_cfg(name: str, arch: str):
     """conf/method/<name>.yaml with conf/lora/default.yaml, as a run composes them (tiny ranks)."""
-    root = OmegaConf.create({"backbone": {"target_modules": TARGETS[arch]},
-                             "lora": OmegaConf.load(REPO / "conf" / "lora" / "default.yaml"),
-                             "method": OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml")})
+    root = OmegaConf.create(
+        {
+            "backbone": {"target_modules": TARGETS[arch]},
+            "lora": OmegaConf.load(REPO / "sentlab" / "conf" / "lora" / "default.yaml"),
+            "method": OmegaConf.load(REPO / "sentlab" / "conf" / "method" / f"{name}.yaml"),
+        }
+    )
     root.lora.r, root.lora.alpha, root.lora.dropout = 4, 8, 0.0
     if "r" in root.method:
         root.method.r = 16 if name == "vera" else 4
@@ -122,8 +129,10 @@ def main(names: list[str], quants: list[str]) -> None:
         for name in names:
             for arch, head in CASES:
                 for quant_name in quants:
-                    print(f"| {name} | {arch} {head} | {quant_name} | {cell(name, arch, head, quant_name, folders[arch])} |",
-                          flush=True)
+                    print(
+                        f"| {name} | {arch} {head} | {quant_name} | {cell(name, arch, head, quant_name, folders[arch])} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

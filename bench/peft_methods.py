@@ -12,6 +12,7 @@ with the LoRA family and LyCORIS at r=8 (alpha 16) on MiniLM's default targets (
 rate per method from its paper's or peft's usual range (LR below), not tuned here. One seed: +-1.1 points is
 one standard error of accuracy on 872 rows. The machine is shared: each row carries the load average.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,16 +32,34 @@ REPO = Path(__file__).resolve().parents[1]
 # sentlab's train.precision=auto on a CPU: bf16 autocast only where bf16 matrix products are fast (on a CPU
 # without avx512_bf16 / AMX, bf16 autocast measured 6x slower than fp32 for a MiniLM step).
 BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-LR = {"lora": 2e-3, "dora": 2e-3, "rslora": 2e-3, "loraplus": 1e-3, "pissa": 2e-3, "olora": 2e-3, "ia3": 3e-3,
-      "vera": 1e-2, "loha": 2e-3, "lokr": 2e-3, "prefix": 1e-2, "prompt": 1e-2, "bitfit": 1e-3,
-      "head_only": 1e-2, "full": 1e-4}
+LR = {
+    "lora": 2e-3,
+    "dora": 2e-3,
+    "rslora": 2e-3,
+    "loraplus": 1e-3,
+    "pissa": 2e-3,
+    "olora": 2e-3,
+    "ia3": 3e-3,
+    "vera": 1e-2,
+    "loha": 2e-3,
+    "lokr": 2e-3,
+    "prefix": 1e-2,
+    "prompt": 1e-2,
+    "bitfit": 1e-3,
+    "head_only": 1e-2,
+    "full": 1e-4,
+}
 
 
 def method_cfg(name: str):
     """conf/method/<name>.yaml and conf/lora/default.yaml, resolved against MiniLM's backbone config."""
-    root = OmegaConf.create({"backbone": OmegaConf.load(REPO / "conf" / "backbone" / "minilm.yaml"),
-                             "lora": OmegaConf.load(REPO / "conf" / "lora" / "default.yaml"),
-                             "method": OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml")})
+    root = OmegaConf.create(
+        {
+            "backbone": OmegaConf.load(REPO / "conf" / "backbone" / "minilm.yaml"),
+            "lora": OmegaConf.load(REPO / "conf" / "lora" / "default.yaml"),
+            "method": OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml"),
+        }
+    )
     if name == "vera":
         root.method.r = 256
     OmegaConf.resolve(root)
@@ -77,8 +96,14 @@ def run(name: str, train, dev, source: str) -> dict:
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
         for ids, mask, labels in batches(dev, shuffle=False):
             correct += (model(input_ids=ids, attention_mask=mask).logits.argmax(-1) == labels).sum().item()
-    return {"dev": correct / len(dev), "trainable": counts["trainable_params"], "pct": counts["trainable_pct"],
-            "rate": len(train) / train_s, "train_s": train_s, "load": (load_before, os.getloadavg()[0])}
+    return {
+        "dev": correct / len(dev),
+        "trainable": counts["trainable_params"],
+        "pct": counts["trainable_pct"],
+        "rate": len(train) / train_s,
+        "train_s": train_s,
+        "load": (load_before, os.getloadavg()[0]),
+    }
 
 
 def main(names: list[str], rows: int) -> None:
@@ -95,14 +120,22 @@ def main(names: list[str], rows: int) -> None:
         return [(tokenizer(s, truncation=True, max_length=64)["input_ids"], label) for s, label in data]
 
     train, dev = encode(train[:rows]), encode(read_tsv(SST2 / "dev.tsv"))
-    print(f"{len(train):,} train rows, {len(dev)} dev rows, {'bf16 autocast' if BF16 else 'fp32'}, "
-          f"{torch.get_num_threads()} torch threads\n")
-    print(f"| method | lr | dev accuracy | trainable params | trainable % | train examples/s | train s | "
-          f"load avg (start, end) |\n|---|---|---|---|---|---|---|---|", flush=True)
+    print(
+        f"{len(train):,} train rows, {len(dev)} dev rows, {'bf16 autocast' if BF16 else 'fp32'}, "
+        f"{torch.get_num_threads()} torch threads\n"
+    )
+    print(
+        "| method | lr | dev accuracy | trainable params | trainable % | train examples/s | train s | "
+        "load avg (start, end) |\n|---|---|---|---|---|---|---|---|",
+        flush=True,
+    )
     for name in names:
         r = run(name, train, dev, source)
-        print(f"| {name} | {LR[name]:g} | {r['dev']:.3f} | {r['trainable']:,} | {r['pct']:.2f} | {r['rate']:.0f} | "
-              f"{r['train_s']:.0f} | {r['load'][0]:.1f}, {r['load'][1]:.1f} |", flush=True)
+        print(
+            f"| {name} | {LR[name]:g} | {r['dev']:.3f} | {r['trainable']:,} | {r['pct']:.2f} | {r['rate']:.0f} | "
+            f"{r['train_s']:.0f} | {r['load'][0]:.1f}, {r['load'][1]:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Probabilities over the data's labels (in its label order) are a softmax of `scal
 above; they rise with the compound score but are not calibrated. The output has the shape of
 sentlab.mlflow_model.Classifier.predict: label, probability, prob_<label>.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,10 +38,12 @@ class Lexicon:
         if sorted(names) not in (["negative", "positive"], ["negative", "neutral", "positive"]):
             raise ConfigError(
                 f"data.label_names: the lexicon baseline labels negative / neutral / positive, but the data's labels "
-                f"are {self.label_names}; name them so (e.g. data.label_names=[negative,positive])")
+                f"are {self.label_names}; name them so (e.g. data.label_names=[negative,positive])"
+            )
         if not 0 <= threshold < 1 or scale <= 0:
-            raise ConfigError(f"method.threshold / method.scale: need 0 <= threshold < 1 and scale > 0, "
-                              f"got {threshold} and {scale}")
+            raise ConfigError(
+                f"method.threshold / method.scale: need 0 <= threshold < 1 and scale > 0, got {threshold} and {scale}"
+            )
         self.columns = [POLARITIES.index(n) for n in names]  # each label's polarity: 0 neg, 1 neu, 2 pos
         self.two_labels = "neutral" not in names
         self.threshold = 0.0 if self.two_labels else threshold
@@ -69,8 +72,9 @@ class Lexicon:
 
         probs = np.exp(self.log_probs(list(texts)))
         best = probs.argmax(axis=1)
-        frame = pd.DataFrame({"label": [self.label_names[i] for i in best],
-                              "probability": probs[np.arange(len(best)), best]})
+        frame = pd.DataFrame(
+            {"label": [self.label_names[i] for i in best], "probability": probs[np.arange(len(best)), best]}
+        )
         for i, name in enumerate(self.label_names):
             frame[f"prob_{name}"] = probs[:, i]
         return frame

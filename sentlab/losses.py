@@ -12,6 +12,7 @@ Both losses divide by the summed weight of the batch's labels (what torch's weig
 an example's weight sets its share of the batch's loss, the loss stays on its unweighted scale, and weights
 that are all equal give exactly the unweighted loss.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -33,16 +34,20 @@ def class_weights(labels: Sequence[int], setting, num_labels: int) -> torch.Tens
             raise ConfigError(f"train.class_weights=auto: a label id >= {num_labels} in the training data")
         if (counts == 0).any():
             missing = [i for i, n in enumerate(counts.tolist()) if n == 0]
-            raise ConfigError(f"train.class_weights=auto: no training example of label id(s) {missing}; "
-                              "give the weights as a list, e.g. train.class_weights=[1,2,1]")
+            raise ConfigError(
+                f"train.class_weights=auto: no training example of label id(s) {missing}; "
+                "give the weights as a list, e.g. train.class_weights=[1,2,1]"
+            )
         inverse = 1.0 / counts
         return (inverse / inverse.mean()).float()
     if isinstance(setting, str):
         raise ConfigError(f"train.class_weights: unknown value {setting!r} (null, auto, or a list such as [1,2,1])")
     weights = [float(w) for w in setting]
     if len(weights) != num_labels or any(w <= 0 for w in weights):
-        raise ConfigError(f"train.class_weights: need {num_labels} positive numbers (one per label, in label "
-                          f"order), got {list(setting)}")
+        raise ConfigError(
+            f"train.class_weights: need {num_labels} positive numbers (one per label, in label "
+            f"order), got {list(setting)}"
+        )
     return torch.tensor(weights)
 
 
@@ -53,8 +58,9 @@ def seq_cls_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return F.cross_entropy(logits.float(), labels, weight=weight)
 
 
-def label_token_loss(token_log_probs: torch.Tensor, token_mask: torch.Tensor, labels: torch.Tensor,
-                     weights: torch.Tensor | None = None) -> torch.Tensor:
+def label_token_loss(
+    token_log_probs: torch.Tensor, token_mask: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """The generative head's loss: the negative log-likelihood of each gold label word's tokens
     (token_log_probs [B, T], zero-masked by token_mask [B, T]), each example weighted by its class:
     sum_i w[y_i] * NLL_i / sum_i w[y_i] * tokens_i. Unweighted, it is the mean over the batch's label tokens,

@@ -21,11 +21,12 @@ not fit the head or the quantization is refused in one line naming the setting (
 before anything loads, and again by `build` from the model itself); a few refusals depend on the
 backbone and are raised while building (prompt tuning on a decoder's seq_cls, prefix tuning on DistilBERT).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from sentlab.errors import ConfigError
 
@@ -62,6 +63,7 @@ def register(method: Method) -> Method:
 
 # -- peft adapters ---------------------------------------------------------------------------------------------
 
+
 def _names(value) -> list[str] | str | None:
     """A module-list setting as peft takes it: a plain list, or a string as it is (a regex, "all-linear")."""
     return value if value is None or isinstance(value, str) else [str(v) for v in value]
@@ -70,9 +72,16 @@ def _names(value) -> list[str] | str | None:
 def _lora_config(lora, task_type, **extra):
     from peft import LoraConfig
 
-    return LoraConfig(task_type=task_type, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=_names(lora.target_modules), bias=lora.bias,
-                      modules_to_save=_names(lora.get("modules_to_save")), **extra)
+    return LoraConfig(
+        task_type=task_type,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=_names(lora.target_modules),
+        bias=lora.bias,
+        modules_to_save=_names(lora.get("modules_to_save")),
+        **extra,
+    )
 
 
 def _wrap(model, config, setting: str):
@@ -85,8 +94,10 @@ def _wrap(model, config, setting: str):
         if "target" not in str(err):
             raise
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n and not n[-1].isdigit()})
-        raise ConfigError(f"{setting}: {_names(getattr(config, 'target_modules', None))} matches no module of this "
-                          f"model; set it to some of: {', '.join(names)}") from err
+        raise ConfigError(
+            f"{setting}: {_names(getattr(config, 'target_modules', None))} matches no module of this "
+            f"model; set it to some of: {', '.join(names)}"
+        ) from err
 
 
 def _lora(model, method, lora, task_type):
@@ -121,9 +132,13 @@ def _loraplus_optimizer(model, train_cfg, method_cfg):
     import torch
     from peft.optimizers import create_loraplus_optimizer
 
-    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=train_cfg.lr,
-                                     loraplus_lr_ratio=method_cfg.lr_ratio,
-                                     loraplus_weight_decay=train_cfg.weight_decay)
+    return create_loraplus_optimizer(
+        model,
+        torch.optim.AdamW,
+        lr=train_cfg.lr,
+        loraplus_lr_ratio=method_cfg.lr_ratio,
+        loraplus_weight_decay=train_cfg.weight_decay,
+    )
 
 
 def _ia3(model, method, lora, task_type):
@@ -132,10 +147,16 @@ def _ia3(model, method, lora, task_type):
 
     targets, feedforward = _names(method.get("target_modules")), _names(method.get("feedforward_modules"))
     if targets is None and _peft_default("IA3", model) is None:
-        raise ConfigError(f"method.target_modules: peft has no (IA)^3 default for {model.config.model_type}; set "
-                          "method.target_modules and method.feedforward_modules (e.g. [k_lin,v_lin,lin2] and [lin2])")
-    config = IA3Config(task_type=task_type, target_modules=targets, feedforward_modules=feedforward,
-                       modules_to_save=_names(method.get("modules_to_save")))
+        raise ConfigError(
+            f"method.target_modules: peft has no (IA)^3 default for {model.config.model_type}; set "
+            "method.target_modules and method.feedforward_modules (e.g. [k_lin,v_lin,lin2] and [lin2])"
+        )
+    config = IA3Config(
+        task_type=task_type,
+        target_modules=targets,
+        feedforward_modules=feedforward,
+        modules_to_save=_names(method.get("modules_to_save")),
+    )
     return _wrap(model, config, "method.target_modules")
 
 
@@ -144,9 +165,13 @@ def _vera(model, method, lora, task_type):
     # vectors per layer train, so r can be high at little cost.
     from peft import VeraConfig
 
-    config = VeraConfig(task_type=task_type, r=method.r, vera_dropout=method.dropout,
-                        target_modules=_names(method.target_modules),
-                        modules_to_save=_names(method.get("modules_to_save")))
+    config = VeraConfig(
+        task_type=task_type,
+        r=method.r,
+        vera_dropout=method.dropout,
+        target_modules=_names(method.target_modules),
+        modules_to_save=_names(method.get("modules_to_save")),
+    )
     return _wrap(model, config, "method.target_modules")
 
 
@@ -154,9 +179,14 @@ def _loha(model, method, lora, task_type):
     # LoHa (FedPara, Hyeon-Woo et al. 2022): the update is the Hadamard product of two low-rank products.
     from peft import LoHaConfig
 
-    config = LoHaConfig(task_type=task_type, r=method.r, alpha=method.alpha, module_dropout=method.dropout,
-                        target_modules=_names(method.target_modules),
-                        modules_to_save=_names(method.get("modules_to_save")))
+    config = LoHaConfig(
+        task_type=task_type,
+        r=method.r,
+        alpha=method.alpha,
+        module_dropout=method.dropout,
+        target_modules=_names(method.target_modules),
+        modules_to_save=_names(method.get("modules_to_save")),
+    )
     return _wrap(model, config, "method.target_modules")
 
 
@@ -164,9 +194,14 @@ def _lokr(model, method, lora, task_type):
     # LoKr (LyCORIS): the update is a Kronecker product of a small matrix and a low-rank one.
     from peft import LoKrConfig
 
-    config = LoKrConfig(task_type=task_type, r=method.r, alpha=method.alpha, module_dropout=method.dropout,
-                        target_modules=_names(method.target_modules),
-                        modules_to_save=_names(method.get("modules_to_save")))
+    config = LoKrConfig(
+        task_type=task_type,
+        r=method.r,
+        alpha=method.alpha,
+        module_dropout=method.dropout,
+        target_modules=_names(method.target_modules),
+        modules_to_save=_names(method.get("modules_to_save")),
+    )
     return _wrap(model, config, "method.target_modules")
 
 
@@ -185,10 +220,16 @@ def _prefix(model, method, lora, task_type):
 
     # peft checks this only in the first forward pass; the same test, before anything trains.
     if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, model.base_model)):
-        raise ConfigError(f"method=prefix: the backbone ({model.config.model_type}) takes no past key values, which "
-                          "prefix tuning needs; use method=prompt (virtual input tokens) or method=lora")
-    config = PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens,
-                                prefix_projection=bool(method.get("projection", False)), **_virtual_token_sizes(model))
+        raise ConfigError(
+            f"method=prefix: the backbone ({model.config.model_type}) takes no past key values, which "
+            "prefix tuning needs; use method=prompt (virtual input tokens) or method=lora"
+        )
+    config = PrefixTuningConfig(
+        task_type=task_type,
+        num_virtual_tokens=method.num_virtual_tokens,
+        prefix_projection=bool(method.get("projection", False)),
+        **_virtual_token_sizes(model),
+    )
     return _wrap(model, config, "method")
 
 
@@ -199,13 +240,19 @@ def _prompt(model, method, lora, task_type):
     if task_type == "SEQ_CLS" and not _is_encoder(model.config):
         # peft feeds inputs_embeds, so a decoder's seq_cls pools the last position: a pad token on a right-padded
         # row (measured: a padded row scores unlike the same text alone). Prefix tuning passes input_ids: fine.
-        raise ConfigError(f"method=prompt with head=seq_cls: a decoder ({model.config.model_type}) would pool a pad "
-                          "token (peft passes no input_ids to find the last real one); use method=prefix or method=lora")
+        raise ConfigError(
+            f"method=prompt with head=seq_cls: a decoder ({model.config.model_type}) would pool a pad "
+            "token (peft passes no input_ids to find the last real one); use method=prefix or method=lora"
+        )
     text = method.get("init_text")
-    config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens,
-                                prompt_tuning_init="TEXT" if text else "RANDOM", prompt_tuning_init_text=text,
-                                tokenizer_name_or_path=model.config._name_or_path if text else None,
-                                **_virtual_token_sizes(model))
+    config = PromptTuningConfig(
+        task_type=task_type,
+        num_virtual_tokens=method.num_virtual_tokens,
+        prompt_tuning_init="TEXT" if text else "RANDOM",
+        prompt_tuning_init_text=text,
+        tokenizer_name_or_path=model.config._name_or_path if text else None,
+        **_virtual_token_sizes(model),
+    )
     return _wrap(model, config, "method")
 
 
@@ -225,6 +272,7 @@ def _is_encoder(config) -> bool:
 
 
 # -- plain weights (no peft) ------------------------------------------------------------------------------------
+
 
 def _head_layers(model, task_type) -> list[str]:
     """The seq_cls head's layers present in this model (none for the generative head: its output layer is the
@@ -250,8 +298,10 @@ def _bitfit(model, method, lora, task_type):
     heads = _head_layers(model, task_type)
     model = _train_only(model, lambda name: name.split(".")[0] in heads or name.endswith(".bias"))
     if not any(p.requires_grad for n, p in model.named_parameters() if n.split(".")[0] not in heads):
-        raise ConfigError(f"method=bitfit: the backbone ({model.config.model_type}) has no bias terms to train; "
-                          "use method=lora or method=ia3")
+        raise ConfigError(
+            f"method=bitfit: the backbone ({model.config.model_type}) has no bias terms to train; "
+            "use method=lora or method=ia3"
+        )
     return model
 
 
@@ -264,46 +314,129 @@ def _full(model, method, lora, task_type):
 
 NO_GENERATIVE_VIRTUAL_TOKENS = (
     "the generative head passes position ids and shares a key/value cache across a batch, which peft's "
-    "virtual tokens replace (a padded row scores unlike the same text alone); use head=seq_cls or method=lora")
+    "virtual tokens replace (a padded row scores unlike the same text alone); use head=seq_cls or method=lora"
+)
 QUANTIZED_FROZEN = "quantized weights are frozen integers and cannot train"
 
 register(Method("lora", "low-rank updates A and B on the target modules (the default)", _lora, lora_keys=True))
-register(Method("dora", "LoRA plus a trained magnitude per output row (weight-decomposed)", _dora, lora_keys=True,
-                refuse={"quant=int8": "peft's DoRA fails on 8-bit weights on bitsandbytes' CPU backend "
-                                      "('NoneType' has no attribute 'unsqueeze'); use quant=nf4 or quant=none"}))
+register(
+    Method(
+        "dora",
+        "LoRA plus a trained magnitude per output row (weight-decomposed)",
+        _dora,
+        lora_keys=True,
+        refuse={
+            "quant=int8": "peft's DoRA fails on 8-bit weights on bitsandbytes' CPU backend "
+            "('NoneType' has no attribute 'unsqueeze'); use quant=nf4 or quant=none"
+        },
+    )
+)
 register(Method("rslora", "LoRA scaled by alpha/sqrt(r): higher ranks keep learning", _rslora, lora_keys=True))
-register(Method("loraplus", "LoRA with B's learning rate lr_ratio times A's (peft's LoRA+ optimizer)", _lora,
-                lora_keys=True, optimizer=_loraplus_optimizer))
-register(Method("pissa", "LoRA started from the top-r singular vectors of each weight", _pissa, lora_keys=True,
-                refuse={q: "PiSSA's SVD needs full-precision weights (peft refuses quantized ones); use quant=none, "
-                           "or method=olora on a quantized base" for q in ("quant=int8", "quant=nf4")}))
+register(
+    Method(
+        "loraplus",
+        "LoRA with B's learning rate lr_ratio times A's (peft's LoRA+ optimizer)",
+        _lora,
+        lora_keys=True,
+        optimizer=_loraplus_optimizer,
+    )
+)
+register(
+    Method(
+        "pissa",
+        "LoRA started from the top-r singular vectors of each weight",
+        _pissa,
+        lora_keys=True,
+        refuse={
+            q: "PiSSA's SVD needs full-precision weights (peft refuses quantized ones); use quant=none, "
+            "or method=olora on a quantized base"
+            for q in ("quant=int8", "quant=nf4")
+        },
+    )
+)
 register(Method("olora", "LoRA started from a QR decomposition of each weight", _olora, lora_keys=True))
 register(Method("ia3", "learned vectors rescaling keys, values and feed-forward activations ((IA)^3)", _ia3))
 register(Method("vera", "two trained scaling vectors per layer on shared frozen random matrices", _vera))
-register(Method("loha", "a Hadamard product of two low-rank products (LyCORIS)", _loha,
-                refuse={"quant=nf4": "peft's LyCORIS layers read the packed 4-bit weight's shape and fail; "
-                                     "use quant=int8, quant=none, or method=lora"}))
-register(Method("lokr", "a Kronecker product of a small and a low-rank matrix (LyCORIS)", _lokr,
-                refuse={"quant=nf4": "peft's LyCORIS layers read the packed 4-bit weight's shape and fail; "
-                                     "use quant=int8, quant=none, or method=lora"}))
-register(Method("prefix", "trained key/value vectors prepended in every layer", _prefix, merges=False,
-                refuse={"head=generative": NO_GENERATIVE_VIRTUAL_TOKENS}))
-register(Method("prompt", "trained input embeddings (virtual tokens) before the text", _prompt, merges=False,
-                refuse={"head=generative": NO_GENERATIVE_VIRTUAL_TOKENS}))
+register(
+    Method(
+        "loha",
+        "a Hadamard product of two low-rank products (LyCORIS)",
+        _loha,
+        refuse={
+            "quant=nf4": "peft's LyCORIS layers read the packed 4-bit weight's shape and fail; "
+            "use quant=int8, quant=none, or method=lora"
+        },
+    )
+)
+register(
+    Method(
+        "lokr",
+        "a Kronecker product of a small and a low-rank matrix (LyCORIS)",
+        _lokr,
+        refuse={
+            "quant=nf4": "peft's LyCORIS layers read the packed 4-bit weight's shape and fail; "
+            "use quant=int8, quant=none, or method=lora"
+        },
+    )
+)
+register(
+    Method(
+        "prefix",
+        "trained key/value vectors prepended in every layer",
+        _prefix,
+        merges=False,
+        refuse={"head=generative": NO_GENERATIVE_VIRTUAL_TOKENS},
+    )
+)
+register(
+    Method(
+        "prompt",
+        "trained input embeddings (virtual tokens) before the text",
+        _prompt,
+        merges=False,
+        refuse={"head=generative": NO_GENERATIVE_VIRTUAL_TOKENS},
+    )
+)
 register(Method("bitfit", "the base's bias terms and the head", _bitfit, merges=False, saves="weights"))
-register(Method("head_only", "the classification head only: a linear probe on the frozen backbone", _head_only,
-                merges=False, saves="weights",
-                refuse={"head=generative": "the generative head has no classification layer of its own (its output "
-                                           "layer is the vocabulary projection); use head=seq_cls"}))
-register(Method("full", "every weight: the full fine-tune every PEFT result is judged against", _full,
-                merges=False, saves="weights",
-                refuse={q: f"{QUANTIZED_FROZEN}; use quant=none, or method=lora on the quantized base (QLoRA)"
-                        for q in ("quant=int8", "quant=nf4")}))
-register(Method("lexicon", "nothing: VADER's lexicon and rules label the text (sentlab.lexicon)", None,
-                merges=False, saves="nothing"))
+register(
+    Method(
+        "head_only",
+        "the classification head only: a linear probe on the frozen backbone",
+        _head_only,
+        merges=False,
+        saves="weights",
+        refuse={
+            "head=generative": "the generative head has no classification layer of its own (its output "
+            "layer is the vocabulary projection); use head=seq_cls"
+        },
+    )
+)
+register(
+    Method(
+        "full",
+        "every weight: the full fine-tune every PEFT result is judged against",
+        _full,
+        merges=False,
+        saves="weights",
+        refuse={
+            q: f"{QUANTIZED_FROZEN}; use quant=none, or method=lora on the quantized base (QLoRA)"
+            for q in ("quant=int8", "quant=nf4")
+        },
+    )
+)
+register(
+    Method(
+        "lexicon",
+        "nothing: VADER's lexicon and rules label the text (sentlab.lexicon)",
+        None,
+        merges=False,
+        saves="nothing",
+    )
+)
 
 
 # -- what the run calls ------------------------------------------------------------------------------------------
+
 
 def get(name: str) -> Method:
     if name not in METHODS:
@@ -384,14 +517,18 @@ def load(base, folder):
 
         return PeftModel.from_pretrained(base, folder)
     if not (folder / WEIGHTS_FILE).exists():
-        raise ConfigError(f"{folder}: neither a peft adapter (adapter_config.json) nor trained weights ({WEIGHTS_FILE})")
+        raise ConfigError(
+            f"{folder}: neither a peft adapter (adapter_config.json) nor trained weights ({WEIGHTS_FILE})"
+        )
     from safetensors.torch import load_file
 
     weights = load_file(folder / WEIGHTS_FILE, device=str(next(base.parameters()).device))
     result = base.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
-        raise ConfigError(f"{folder / WEIGHTS_FILE}: {len(result.unexpected_keys)} weights fit no parameter of the "
-                          f"base (e.g. {result.unexpected_keys[0]}): was it trained on another backbone or head?")
+        raise ConfigError(
+            f"{folder / WEIGHTS_FILE}: {len(result.unexpected_keys)} weights fit no parameter of the "
+            f"base (e.g. {result.unexpected_keys[0]}): was it trained on another backbone or head?"
+        )
     return base
 
 
@@ -404,11 +541,15 @@ def merge(model):
     if not isinstance(model, PeftModel):
         return model
     if model.peft_config[model.active_adapter].is_prompt_learning:
-        raise ConfigError("merge: virtual tokens (method=prefix / prompt) are inputs, not weights: nothing to merge; "
-                          "export the adapter as it is")
+        raise ConfigError(
+            "merge: virtual tokens (method=prefix / prompt) are inputs, not weights: nothing to merge; "
+            "export the adapter as it is"
+        )
     if (kind := quant_of(model)) != "none":
-        raise ConfigError(f"merge: cannot merge into a quant={kind} base (re-quantizing the merged weights changes "
-                          "the predictions); load the base with quant=none, add the saved adapter, then merge")
+        raise ConfigError(
+            f"merge: cannot merge into a quant={kind} base (re-quantizing the merged weights changes "
+            "the predictions); load the base with quant=none, add the saved adapter, then merge"
+        )
     _unwrap_trained_copies(model)
     return model.merge_and_unload()
 
@@ -425,4 +566,3 @@ def _unwrap_trained_copies(model) -> None:
             parent_name, _, child = name.rpartition(".")
             parent = model.base_model.model.get_submodule(parent_name) if parent_name else model.base_model.model
             setattr(parent, child, module.modules_to_save[adapter])
-

