@@ -75,6 +75,7 @@ class Setup:
 
     def __init__(self, source, head_name, targets, quant=None, words=("terrible", "okay", "great")):
         from sentlab import backbones
+        from sentlab.data import Labels
         from sentlab.heads import head_class
 
         decoder = "gpt" in str(source)
@@ -91,8 +92,7 @@ class Setup:
                 "train": {"max_length": 64},
             }
         )
-        data = type("D", (), {"label_names": ["neg", "mid", "pos"], "label_words": list(words)})()
-        self.head = head_class(head_name)(cfg, self.tokenizer, data)
+        self.head = head_class(head_name)(cfg, self.tokenizer, Labels(["neg", "mid", "pos"], list(words)))
         self.targets, self.quant = targets, quant
 
     def base(self):
