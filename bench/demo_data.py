@@ -55,7 +55,7 @@ python -m sentlab.compare
 
 on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the start,
 {time.strftime("%Y-%m-%d")}: 12 runs of MiniLM + LoRA on the synthetic demo data (450 train, 120 val, 120 test
-rows; 10 % label noise, so about 0.90 is the ceiling), in {wall / 60:.1f} minutes.
+rows; 5 % label noise, so about 0.95 is the ceiling), in {wall / 60:.1f} minutes.
 
 ```
 {repeats}
