@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sentlab import models
+from sentlab import calibration, models
 from sentlab.data import Labels
 from sentlab.errors import ConfigError
 
@@ -16,15 +16,16 @@ MERGE_TOLERANCE = 1e-3  # largest log-probability difference a merge may make (f
 class Classifier:
     """A model rebuilt from a run, with its head: labels and probabilities for texts."""
 
-    def __init__(self, model, head, cfg, adapter: str | None = None):
+    def __init__(self, model, head, cfg, adapter: str | None = None, temperature: float = 1.0):
         self.model, self.head, self.cfg = model, head, cfg
+        self.temperature = temperature  # train.calibration=temperature's T (calibration.json): logits / T
         self.label_names = list(head.label_names)
         self.adapter = adapter  # on a base shared by several runs: the adapter to switch to (load_shared)
         self.precision = cfg.train.precision  # of its forward passes, as train.precision (auto: the hardware's)
 
     def evaluate(self, texts: list[str], labels: list[int] | None = None, batch_size: int | None = None):
         """sentlab.training's Evaluation of texts (labels: ids into label_names, else the loss is meaningless):
-        the run's own evaluation path, in batches sorted by length."""
+        the run's own evaluation path, in batches sorted by length, its probabilities at the run's temperature."""
         from datasets import Dataset
 
         from sentlab.training import evaluate
@@ -34,7 +35,9 @@ class Classifier:
         rows = Dataset.from_dict({"text": list(texts), "label": list(labels or [0] * len(texts))})
         batch_size = batch_size or self.cfg.train.eval_batch_size
         features = self.head.encode(rows)
-        return evaluate(self.model, self.head, features, self.model.device, batch_size, self.precision, "predict")
+        evaluation = evaluate(self.model, self.head, features, self.model.device, batch_size, self.precision, "predict")
+        evaluation.log_probs = calibration.scale(evaluation.log_probs, self.temperature)
+        return evaluation
 
     def log_probs(self, texts: list[str], batch_size: int | None = None):
         """[n, n_labels] log-probabilities."""
@@ -74,9 +77,11 @@ def load(cfg, adapter: str | Path | None = None, merged: str | Path | None = Non
     device = models.pick_device("auto")
     if merged is not None:
         head = _head(cfg, merged)
-        return Classifier(models.load_merged(head, merged, device).eval(), head, cfg)
+        model = models.load_merged(head, merged, device).eval()
+        return Classifier(model, head, cfg, temperature=calibration.load_temperature(merged))
     head = _head(cfg, adapter)
-    return Classifier(models.build(cfg, head, device, adapter, full_precision=full_precision).eval(), head, cfg)
+    model = models.build(cfg, head, device, adapter, full_precision=full_precision).eval()
+    return Classifier(model, head, cfg, temperature=calibration.load_temperature(adapter))
 
 
 def load_shared(runs: list[tuple[str, object, str | None]]) -> list[Classifier]:
@@ -106,7 +111,8 @@ def load_shared(runs: list[tuple[str, object, str | None]]) -> list[Classifier]:
     for i, (_, cfg, adapter) in enumerate(runs[1:], start=1):
         first.model.load_adapter(adapter, adapter_name=f"run{i}")
         head = make_head(cfg, first.head.tokenizer, Labels.of(cfg.data))
-        classifiers.append(Classifier(first.model, head, cfg, adapter=f"run{i}"))
+        temperature = calibration.load_temperature(adapter)
+        classifiers.append(Classifier(first.model, head, cfg, adapter=f"run{i}", temperature=temperature))
     return classifiers
 
 
@@ -137,12 +143,15 @@ def merge(cfg, adapter: str | Path, texts: list[str]) -> tuple[Classifier, float
 
 def save(classifier: Classifier, folder: Path) -> None:
     """A Hugging Face folder: weights (safetensors), config with the label names as id2label, tokenizer,
-    and for a generative run its prompt template and label words (classifier.json)."""
+    for a generative run its prompt template and label words (classifier.json), and a calibrated run's temperature
+    (calibration.json)."""
     names = classifier.label_names
     config = classifier.model.config
     config.id2label, config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
     classifier.model.save_pretrained(folder)
     classifier.head.tokenizer.save_pretrained(folder)
+    if classifier.temperature != 1.0:
+        calibration.save(folder, classifier.temperature)
     if classifier.head.name == "generative":
         head, built = classifier.cfg.head, classifier.head
         # The template as the model reads it (rendered through the chat template with head.chat_template).

@@ -30,6 +30,7 @@ METRICS = [
     "val_accuracy",
     "val_f1_macro",
     "test_accuracy",
+    "test_ece",  # expected calibration error (sentlab.calibration): how far to trust its probabilities
     "test_f1_macro",
     "test_recall_macro",
     "train_time_s",

@@ -25,6 +25,7 @@ DTYPES = ("fp32", "bf16", "fp16")
 PRECISIONS = ("auto", *DTYPES)
 SELECT_METRICS = ("accuracy", "f1_macro", "recall_macro", "precision_macro")  # higher is better
 CALIBRATIONS = ("none", "contextual")
+TEMPERATURE_CALIBRATIONS = ("none", "temperature")  # train.calibration: after training, on the validation split
 LOG_MODELS = ("adapter", "merged")
 
 
@@ -197,6 +198,13 @@ def check_train(train) -> None:
         "train.select_metric",
         f"unknown metric {train.select_metric!r}",
         " | ".join(SELECT_METRICS),
+    )
+    calibration = train.get("calibration", "none")
+    _check(
+        calibration in TEMPERATURE_CALIBRATIONS,
+        "train.calibration",
+        f"unknown value {calibration!r}",
+        " | ".join(TEMPERATURE_CALIBRATIONS),
     )
     _check(
         train.precision in PRECISIONS, "train.precision", f"unknown value {train.precision!r}", " | ".join(PRECISIONS)

@@ -7,8 +7,9 @@
 The data is composed as for training (`data=<group>` and `data.*` keys) and its test split is classified by the
 run's model. The data's label names must be labels of the run (by name), or be mapped onto them with
 `label_map.<data label>=<run label>`; else a one-line error. The evaluation is logged in the source run's
-experiment, tagged `sentlab.source_run_id`: test_* metrics (macro averages over the run's labels), the
-confusion matrix, the test split as its dataset. `python -m sentlab.compare --experiment sentlab` lists it.
+experiment, tagged `sentlab.source_run_id`: test_* metrics (macro averages over the run's labels; test_ece
+and test_nll of the probabilities at the run's temperature), the confusion matrix, the reliability diagram, the
+test split as its dataset. `python -m sentlab.compare --experiment sentlab` lists it.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def compose_data(overrides: list[str]):
 
 def evaluate(ref: str, cfg, label_map: dict[str, str], tracking_uri: str) -> str:
     """Classify the data's test split with the model, log the evaluation run; its id."""
-    from sentlab import mlflow_model, reports, tags, tracking
+    from sentlab import calibration, mlflow_model, reports, tags, tracking
     from sentlab.data import load_data
     from sentlab.runs import Run, Store
 
@@ -74,8 +75,9 @@ def evaluate(ref: str, cfg, label_map: dict[str, str], tracking_uri: str) -> str
         data = load_data(cfg.data)
         classifier = files.classifier()
     test = data.splits["test"]
-    evaluation = classifier.evaluate(test["text"], [mapping[y] for y in test["label"]])
-    metrics = evaluation.metrics(classifier.label_names)
+    test_ids = [mapping[y] for y in test["label"]]
+    evaluation = classifier.evaluate(test["text"], test_ids)
+    metrics = {**evaluation.metrics(classifier.label_names), **calibration.summary(evaluation.log_probs, test_ids)}
 
     source = mlflow_model.mlflow.get_run(files.run_id)
     store = Store(tracking_uri, source.info.experiment_id)
@@ -100,6 +102,7 @@ def evaluate(ref: str, cfg, label_map: dict[str, str], tracking_uri: str) -> str
         mlflow_model.log_inputs(run, cfg, data, splits=("test",))
         run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         reports.log_confusion(run, evaluation, classifier.label_names)
+        reports.log_reliability(run, {"test": evaluation})
     print(f"{run.name}: " + "  ".join(f"test_{k}={metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")))
     print(f"MLflow run {run.id} (tag {tags.SOURCE_RUN_ID}={files.run_id})")
     return run.id

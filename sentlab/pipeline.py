@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from sentlab import (
     adapters,
     backbones,
+    calibration,
     checkpoints,
     console,
     mlflow_model,
@@ -206,18 +207,10 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
             kept = _fit(run, cfg, model, head, features, device, saved)
     run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
 
-    results = {"val": kept["val"]}
-    if results["val"] is None:  # not validated during training (zero-shot, or train.eval_every_epoch=false)
-        results["val"] = _evaluate(model, head, features["val"], cfg, device, "val").metrics(head.label_names)
-    test = _evaluate(model, head, features["test"], cfg, device, "test")
-    results["test"] = test.metrics(head.label_names)
-    run.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
-    reports.log_confusion(run, test, head.label_names)
-    reports.log_predictions(run, test, head.label_names)
-    run.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
+    results, temperature = _test(run, cfg, model, head, features, device, kept["val"])
     log.info(f"test ({len(data.splits['test'])} rows):\n" + metrics_table(results["test"], head.label_names))
 
-    adapter_mb = _log_adapter(run, model, head.tokenizer)
+    adapter_mb = _log_adapter(run, model, head.tokenizer, temperature)
     mlflow_model.log_model(run, cfg, data)
     run.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": _peak_memory_mb(device)})
     return {**results, "kept_epoch": kept["epoch"], "train_time_s": kept["train_time_s"]}
@@ -234,6 +227,41 @@ def _fit(run: Run, cfg, model, head, features: dict, device, saved: checkpoints.
             model, head, features, cfg.train, device, log_metrics=run.log_metrics, checkpoints=saved,
             after_epoch=after_epoch,
         )  # fmt: skip
+
+
+def _test(run: Run, cfg, model, head, features: dict, device, kept_val: dict | None) -> tuple[dict, float]:
+    """The kept model on val and test: ({"val": metrics, "test": metrics}, temperature), logged with the test's
+    confusion matrix and predictions and both splits' calibration. The val metrics are the kept epoch's when it
+    was validated during training (kept_val), else this pass's (zero-shot, or train.eval_every_epoch=false)."""
+    val = _evaluate(model, head, features["val"], cfg, device, "val")
+    test = _evaluate(model, head, features["test"], cfg, device, "test")
+    run.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
+    temperature = _calibrate(run, cfg, {"val": val, "test": test})
+    results = {"val": kept_val or val.metrics(head.label_names), "test": test.metrics(head.label_names)}
+    for split, evaluation in (("val", val), ("test", test)):  # ece and nll of the probabilities the model serves
+        results[split] = {**results[split], **calibration.summary(evaluation.log_probs, evaluation.labels)}
+    reports.log_confusion(run, test, head.label_names)
+    reports.log_predictions(run, test, head.label_names)
+    run.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
+    return results, temperature
+
+
+def _calibrate(run: Run, cfg, evaluations: dict) -> float:
+    """train.calibration=temperature: the temperature fitted on the val evaluation, applied to every evaluation's
+    log-probabilities (logged with the ECE and NLL before it as <split>_{ece,nll}_uncalibrated); 1.0 otherwise.
+    Either way each split's reliability diagram is logged."""
+    before = {split: (e.log_probs, e.labels) for split, e in evaluations.items()}
+    temperature = 1.0
+    if cfg.train.get("calibration", "none") == "temperature":
+        temperature = calibration.fit_temperature(evaluations["val"].log_probs, evaluations["val"].labels)
+        for evaluation in evaluations.values():
+            evaluation.log_probs = calibration.scale(evaluation.log_probs, temperature)
+        uncalibrated = {split: calibration.summary(*pair) for split, pair in before.items()}
+        run.log_metrics({f"{s}_{k}_uncalibrated": v for s, m in uncalibrated.items() for k, v in m.items()})
+        run.log_metrics({"temperature": temperature})
+        log.info(f"calibration: temperature {temperature:.3f} fitted on val (train.calibration=temperature)")
+    reports.log_reliability(run, evaluations, before if temperature != 1.0 else None)
+    return temperature
 
 
 def _evaluate(model, head, features, cfg, device, split: str):
@@ -253,13 +281,16 @@ def _describe(data: SentimentData) -> str:
     return f"data {data.name}: " + "; ".join(parts) + (f"; {dropped} rows without text dropped" if dropped else "")
 
 
-def _log_adapter(run: Run, model, tokenizer) -> float:
-    """Save the adapter (and head) as safetensors with the tokenizer, log it; its size in MB."""
+def _log_adapter(run: Run, model, tokenizer, temperature: float = 1.0) -> float:
+    """Save the adapter (and head) as safetensors with the tokenizer and a fitted temperature (calibration.json),
+    log it; its size in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "adapter"
         model.save_pretrained(folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
         tokenizer.save_pretrained(folder)
+        if temperature != 1.0:
+            calibration.save(folder, temperature, fitted_on="val")
         run.log_artifacts(str(folder), "adapter")
     return size
 

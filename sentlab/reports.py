@@ -1,11 +1,13 @@
-"""What a run logs about its results on a split, beside the metrics: the confusion matrix (JSON and PNG) and the
-per-example predictions that compare's paired test reads. A training run and an evaluation run log alike."""
+"""What a run logs about its results on a split, beside the metrics: the confusion matrix (JSON and PNG), the
+per-example predictions that compare's paired test reads, and the reliability diagrams of its probabilities. A
+training run and an evaluation run log alike."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+from sentlab import calibration
 from sentlab.metrics import confusion, plot_confusion
 
 
@@ -31,3 +33,16 @@ def log_predictions(run, evaluation, label_names: list[str], path: str = "test_p
         file = Path(tmp) / path
         frame.to_csv(file, index=False)
         run.log_artifact(str(file))
+
+
+def log_reliability(run, evaluations: dict, before: dict | None = None) -> None:
+    """reliability_<split>.png per {split: Evaluation}: accuracy against confidence in calibration.BINS bins; with
+    `before` ({split: (log_probs, labels)} before temperature scaling) both curves in one picture."""
+    import numpy as np
+
+    for split, evaluation in evaluations.items():
+        curves = {split: (np.exp(evaluation.log_probs), evaluation.labels)}
+        if before:
+            log_probs, labels = before[split]
+            curves = {f"{split}, uncalibrated": (np.exp(log_probs), labels), f"{split}, T-scaled": curves[split]}
+        run.log_figure(calibration.plot_reliability(curves, f"{split} reliability"), f"reliability_{split}.png")

@@ -54,6 +54,7 @@ BAD = [
     (["train.patience=0"], "train.patience"),
     (["train.checkpoint_every=-5"], "train.checkpoint_every"),
     (["train.keep_checkpoints=0"], "train.keep_checkpoints"),
+    (["train.calibration=platt"], "train.calibration"),
     (["data.dir=/no/such/folder"], "data.dir"),
     (["data=sst2", f"data.dir={SHARED_DATA / 'sst2'}", "data.files.train=missing.tsv"], "data.files.train"),
     (["data=sst2", f"data.dir={SHARED_DATA / 'sst2'}", "data.text_column=review"], "data.text_column"),

@@ -17,7 +17,7 @@ LAYERS = [
     {  # the parts of a run, each on its own
         *("console", "data", "backbones", "quant", "adapters", "metrics", "stats", "checkpoints"),
         *("distributed", "tracking", "study", "heads", "heads.base", "heads.seq_cls", "heads.generative"),
-        *("demo_data", "demo_data.generate", "methods", "losses", "lexicon"),
+        *("demo_data", "demo_data.generate", "methods", "losses", "lexicon", "calibration"),
     },
     {"models", "training", "reports", "multi_lora", "fused"},  # the model builder; the loop; a fused group
     {"classifier", "runs", "ranks"},  # a trained run as a classifier; a run's MLflow life; the DDP ranks
