@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from sentlab import tags
+from sentlab import effects, tags
 from sentlab.stats import mean_ci, paired_bootstrap
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -396,6 +396,7 @@ def report(
         print(shown.to_string(index=False))
     if groups is not None:
         print_repeats(groups, tests, metric)
+    paths += effects.report(client, frame, runs, swept, metric, out)  # what mattered: effects, importances, plot
     print(f"saved {csv} and {len(paths)} more files in {out}")
     if parent and log:
         for path in [csv, *paths]:
