@@ -127,3 +127,27 @@ def test_seq_cls_head_weights_its_loss_by_class(tiny_models):
         assert head.loss(model, batch).item() == pytest.approx(((w * per_example).sum() / w.sum()).item(), rel=1e-5)
         head.class_weights = None
         assert head.loss(model, batch).item() == pytest.approx(per_example.mean().item(), rel=1e-5)
+
+
+def test_compare_shows_methods_and_baselines(tiny_models, train, store, runs_dir, capsys):
+    import csv
+
+    from sentlab import compare, comparison
+
+    train("-m", *tiny_args(tiny_models, "bert"), *FAST, "method=lora,head_only,full,lexicon")
+    capsys.readouterr()
+    assert compare.main(["--runs-dir", str(runs_dir)]) == 0
+    (parent,) = [r for r in all_runs(store()) if r.data.tags.get("sentlab.sweep") == "parent"]
+    with open(runs_dir / "compare" / parent.info.run_id / "compare.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"lora", "head_only", "full", "lexicon"}
+    assert rows["lora"]["kind"] == "" and rows["full"]["kind"] == "full baseline"
+    assert rows["head_only"]["kind"] == "head_only baseline" and rows["lexicon"]["kind"] == "lexicon baseline"
+    full, lora = rows["full"], rows["lora"]
+    assert float(full["trainable_pct"]) == pytest.approx(100)
+    assert (
+        float(full["trainable_params"]) > float(lora["trainable_params"]) > float(rows["head_only"]["trainable_params"])
+    )
+    per_param = float(lora[comparison.PER_PARAM])
+    assert per_param == pytest.approx(float(lora["test_accuracy"]) / float(lora["trainable_params"]) * 1e6)
+    assert rows["lexicon"][comparison.PER_PARAM] == ""  # nothing trains: no ratio
