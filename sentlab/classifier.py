@@ -62,6 +62,28 @@ class Classifier:
         return frame
 
 
+class LexiconClassifier(Classifier):
+    """The lexicon baseline (method=lexicon: VADER, sentlab.lexicon) behind the same interface: no model, no
+    head; its loss is the mean negative log-likelihood of the given labels under its (uncalibrated) probabilities."""
+
+    def __init__(self, cfg):
+        from sentlab.lexicon import Lexicon
+
+        self.model, self.head, self.cfg, self.adapter = None, None, cfg, None
+        self.label_names = list(cfg.data.label_names)
+        self.lexicon = Lexicon(self.label_names, cfg.method.threshold, cfg.method.scale)
+
+    def evaluate(self, texts: list[str], labels: list[int] | None = None, batch_size: int | None = None):
+        import numpy as np
+
+        from sentlab.training import Evaluation
+
+        log_probs = self.lexicon.log_probs(list(texts)).astype(np.float32)
+        labels = np.asarray(list(labels) if labels is not None else [0] * len(log_probs), dtype=np.int64)
+        loss = float(-log_probs[np.arange(len(labels)), labels].mean()) if len(labels) else 0.0
+        return Evaluation(loss, log_probs, labels)
+
+
 def _head(cfg, tokenizer_folder: str | Path):
     from transformers import AutoTokenizer
 
@@ -74,6 +96,8 @@ def _head(cfg, tokenizer_folder: str | Path):
 def load(cfg, adapter: str | Path | None = None, merged: str | Path | None = None, *, full_precision=False):
     """The classifier of run config `cfg`: its base rebuilt from backbone.source (quantized as the run was, unless
     full_precision) with the trained adapter in `adapter` on top; or the merged model in `merged`."""
+    if models.method_of(cfg).name == "lexicon":
+        return LexiconClassifier(cfg)
     device = models.pick_device("auto")
     if merged is not None:
         head = _head(cfg, merged)
@@ -98,11 +122,14 @@ def load_shared(runs: list[tuple[str, object, str | None]]) -> list[Classifier]:
 
     first_ref, first_cfg, _ = runs[0]
     for ref, cfg, adapter in runs:
-        if adapter is None:
+        if adapter is None and models.method_of(cfg).name != "lexicon":
             raise ConfigError(
                 f"{ref}: its model is merged (tracking.log_model=merged); comparing swaps adapters "
                 "on one base: compare runs logged with tracking.log_model=adapter"
             )
+    if not all(adapter and (Path(adapter) / "adapter_config.json").is_file() for _, _, adapter in runs):
+        return [load(cfg, adapter) for _, cfg, adapter in runs]  # not all peft adapters (method=full, lexicon...)
+    for ref, cfg, _ in runs:
         if base(cfg) != base(first_cfg):
             raise ConfigError(f"{ref}: {base(cfg)}, but {first_ref}: {base(first_cfg)}; compare runs of one base")
     first = load(first_cfg, runs[0][2])
@@ -125,12 +152,12 @@ def merge(cfg, adapter: str | Path, texts: list[str]) -> tuple[Classifier, float
     to predict as the adapter does on `texts`: (classifier, largest log-probability difference)."""
     import numpy as np
 
-    from sentlab import adapters
+    from sentlab import methods
 
     classifier = load(cfg, adapter, full_precision=True)
     classifier.precision = "fp32"  # the check compares two ways of adding the same weights: no bf16 rounding in it
     before = classifier.log_probs(texts)
-    classifier.model = adapters.merge(classifier.model)
+    classifier.model = methods.merge(classifier.model)
     after = classifier.log_probs(texts)
     diff = float(np.abs(before - after).max())
     if diff > MERGE_TOLERANCE or (before.argmax(axis=1) != after.argmax(axis=1)).any():

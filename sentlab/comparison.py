@@ -2,8 +2,10 @@
 (`python -m sentlab.compare` is its command line; a sweep of repeated seeds runs it when it ends).
 
 Rows are the sweep's child runs (those that reuse a FINISHED run's results marked `reused`), and zero-shot runs
-(train.epochs=0) of the same backbone and data as the `baseline`, first. Columns: the swept values, trainable %,
-adapter size, validation and test metrics, train time. Sorted by the metric (default: val_<train.select_metric>).
+(train.epochs=0) of the same backbone and data as the `baseline`, first. Columns: the method (method=full,
+head_only and lexicon rows marked `<method> baseline`: what the PEFT rows are judged against), the swept values,
+trainable parameters and %, adapter size, validation and test metrics, train time, test accuracy per million
+trainable parameters. Sorted by the metric (default: val_<train.select_metric>).
 
 Runs that differ only in train.seed are repeats of one setting (`-m sweep=seeds lora.r=4,8`): a second table gives
 each setting's mean ± std and 95 % interval per metric over its seeds, and a paired bootstrap on the test set's
@@ -25,6 +27,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 METRICS = [
+    "trainable_params",
     "trainable_pct",
     "adapter_size_mb",
     "val_accuracy",
@@ -37,6 +40,9 @@ METRICS = [
 ]
 PLOTS = ("metric_vs_r.png", "metric_vs_lr.png", "trainable_vs_metric.png", "all_runs.png")
 SUMMARY = ["test_accuracy", "test_f1_macro"]  # summarized over seeds beside the sort metric
+# Methods that are the baselines PEFT rows are judged against (sentlab.methods): marked `<method> baseline`.
+BASELINE_METHODS = ("full", "head_only", "lexicon")
+PER_PARAM = "test_accuracy_per_M_trainable"  # test accuracy per million trainable parameters
 
 
 def _number(text):
@@ -123,14 +129,7 @@ def table(runs, kinds: dict, metric: str):
     overrides = [_overrides(r) for r in runs if kinds.get(r.info.run_id) != "baseline"]
     keys = list(dict.fromkeys(k for o in overrides for k in o))
     swept = [k for k in keys if len({o.get(k) for o in overrides}) > 1] or keys
-    rows = []
-    for run in runs:
-        params, metrics = run.data.params, run.data.metrics
-        row = {"run": run.info.run_name, "status": run.info.status, "kind": kinds.get(run.info.run_id, "")}
-        row.update({k: _number(params.get(k, _overrides(run).get(k))) for k in swept})
-        row.update({k: metrics.get(k) for k in dict.fromkeys([metric, *METRICS])})
-        row["run_id"] = run.info.run_id
-        rows.append(row)
+    rows = [_row(run, kinds.get(run.info.run_id, ""), swept, metric) for run in runs]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame, swept
@@ -140,6 +139,22 @@ def table(runs, kinds: dict, metric: str):
         ["_baseline", "_pruned", metric], ascending=[True, True, False], na_position="last", kind="stable"
     )
     return frame.drop(columns=["_baseline", "_pruned"]).reset_index(drop=True), swept
+
+
+def _row(run, kind: str, swept: list[str], metric: str) -> dict:
+    """A run's row: its method (a baseline method marked in `kind`), swept values, metrics, accuracy per
+    trainable parameter."""
+    params, metrics = run.data.params, run.data.metrics
+    method = params.get("method.name", "lora")  # runs from before the method group trained LoRA
+    if not kind and method in BASELINE_METHODS:
+        kind = f"{method} baseline"
+    row = {"run": run.info.run_name, "status": run.info.status, "kind": kind, "method": method}
+    row.update({k: _number(params.get(k, _overrides(run).get(k))) for k in swept if k != "method"})
+    row.update({k: metrics.get(k) for k in dict.fromkeys([metric, *METRICS])})
+    accuracy, trainable = metrics.get("test_accuracy"), metrics.get("trainable_params")
+    row[PER_PARAM] = accuracy / trainable * 1e6 if accuracy is not None and trainable else None
+    row["run_id"] = run.info.run_id
+    return row
 
 
 def plots(frame, runs, metric: str, out: Path) -> list[Path]:
@@ -202,7 +217,7 @@ def _against(trained, base, metric: str, x: str, other: str, log: int):
 
 
 def _trainable(trained, base, metric: str):
-    """Quality against the trainable share, coloured by rank."""
+    """Quality against the trainable share, coloured by rank (and named by method when several are compared)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
@@ -211,6 +226,10 @@ def _trainable(trained, base, metric: str):
     )
     if len(trained):
         fig.colorbar(points, ax=ax, label="log2 lora.r")
+    if trained["method"].nunique() > 1:  # methods side by side: each point named, shares over decades
+        for _, row in trained.iterrows():
+            ax.annotate(row["method"], (row["trainable_pct"], row[metric]), fontsize=7)
+        ax.set_xscale("log")
     _baseline(ax, base, metric)
     ax.set_xlabel("trainable parameters (%)")
     ax.set_ylabel(metric)

@@ -9,7 +9,9 @@ run: `AutoModelForCausalLM`, with its prompt template and label words in classif
 adapter files sit next to the base weights and transformers applies them (peft installed). With --merge the
 adapter is folded into a full-precision base (a QLoRA run's base is reloaded unquantized), and the merged
 model's predictions are checked against the adapter's on the held-out batch logged with the model (the run's
-first test texts) before anything is written.
+first test texts) before anything is written. Every method exports (sentlab.methods): bitfit, head_only and full
+as the model with its trained weights (nothing to merge); prefix and prompt tuning with the adapter beside the
+base only (virtual tokens are inputs, not weights: --merge is refused).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def export(ref: str, out: Path, merge: bool) -> str:
     """Write the folder; a line saying what was written."""
     with tempfile.TemporaryDirectory() as tmp:
         files = mlflow_model.fetch(ref, tmp)
+        if files.adapter is None and not files.merged:
+            raise ConfigError(f"{ref}: method=lexicon has no weights to export (VADER's rules label the texts)")
         if files.merged:  # logged merged (tracking.log_model=merged): written as it is
             classifiers.save(files.classifier(), out)
             return f"exported the merged model of {ref} to {out}"
@@ -42,7 +46,12 @@ def export(ref: str, out: Path, merge: bool) -> str:
                 f"texts (largest log-probability difference {diff:.1e})"
             )
         classifier = files.classifier(full_precision=True)
-        classifier.model = classifier.model.unload()  # the base without the LoRA layers
+        if not (Path(files.adapter) / ADAPTER_FILES[0]).is_file():  # bitfit, head_only, full: their own weights
+            classifiers.save(classifier, out)
+            return f"exported {ref} to {out}: the model with its trained weights (method={files.cfg.method.name})"
+        model = classifier.model
+        # the base without the adapter's layers (virtual tokens add none: prefix, prompt)
+        classifier.model = model.get_base_model() if model.active_peft_config.is_prompt_learning else model.unload()
         classifiers.save(classifier, out)
         for name in ADAPTER_FILES:
             shutil.copy(Path(files.adapter) / name, out / name)

@@ -102,6 +102,10 @@ def data_seed_matters(data: dict) -> bool:
 
 def why_alone(cfg) -> str | None:
     """Why a job cannot join a group (it then trains as today), or None."""
+    if (method := cfg.get("method", {}).get("name", "lora")) != "lora":
+        return f"method={method}: only plain LoRA members fuse"
+    if cfg.train.get("class_weights") is not None:
+        return "train.class_weights: the fused loss is unweighted"
     if cfg.lora.bias != "none":
         return f"lora.bias={cfg.lora.bias} trains the base's biases, which members would share"
     if cfg.train.get("num_processes", 1) != 1:

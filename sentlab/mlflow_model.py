@@ -187,7 +187,7 @@ def log_model(run, cfg, data):
                 merged, _ = classifiers.merge(cfg, adapter, list(example["text"]))
                 classifiers.save(merged, Path(tmp) / "merged")
                 artifacts["merged"] = str(Path(tmp) / "merged")
-            else:
+            elif cfg.get("method", {}).get("name") != "lexicon":  # the lexicon baseline has no weights
                 artifacts["adapter"] = run.artifact_uri("adapter")
             info = mlflow.models.Model.log(
                 artifact_path=None,

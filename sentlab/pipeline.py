@@ -18,11 +18,12 @@ import torch
 from omegaconf import OmegaConf
 
 from sentlab import (
-    adapters,
     backbones,
     calibration,
     checkpoints,
     console,
+    losses,
+    methods,
     mlflow_model,
     models,
     quant,
@@ -32,6 +33,7 @@ from sentlab import (
     tags,
     tracking,
 )
+from sentlab import classifier as classifiers
 from sentlab.config import effective_batch_size, validate, with_max_length
 from sentlab.data import SentimentData, load_data
 from sentlab.errors import ConfigError
@@ -109,6 +111,7 @@ def prepare(cfg) -> Prepared:
     """Everything cheap that can fail on bad input (config values, the model's config, data files, columns,
     labels, tokenizer, label words), checked before the MLflow run starts."""
     validate(cfg)
+    method = _check_method(cfg)
     quant.import_only_if_needed(cfg.quant)  # before transformers imports peft
     from transformers import set_seed
 
@@ -119,7 +122,23 @@ def prepare(cfg) -> Prepared:
     tokenizer = backbones.load_tokenizer(cfg.backbone)
     cfg = with_max_length(cfg, backbones.max_positions(model_config, tokenizer))
     head = make_head(cfg, tokenizer, data.labels)  # checks the label words; sets the padding side it needs
+    if method.name == "lexicon":
+        classifiers.LexiconClassifier(cfg)  # checks the label names and VADER's settings
+    head.class_weights = losses.class_weights(
+        data.splits["train"]["label"], cfg.train.get("class_weights"), len(data.label_names)
+    )
     return Prepared(cfg, data, head, models.pick_device(cfg.train.device), quant.check(cfg.quant))
+
+
+def _check_method(cfg) -> methods.Method:
+    """The method, refused in one line where it does not fit the head, the quantization or the model logged."""
+    method = methods.check(models.method_of(cfg).name, cfg.head.name, cfg.quant.name)
+    if cfg.tracking.get("log_model", "adapter") == "merged" and method.name in ("prefix", "prompt", "lexicon"):
+        raise ConfigError(
+            f"tracking.log_model=merged: method={method.name} has no weights to merge into the base "
+            "(use tracking.log_model=adapter)"
+        )
+    return method
 
 
 def _train(store: Store, job: Job, prepared: Prepared, hydra_dir: str | None, resume=None) -> dict:
@@ -135,6 +154,10 @@ def _train(store: Store, job: Job, prepared: Prepared, hydra_dir: str | None, re
     with run.closing(console.log_file()):
         if not run.resumed:
             _log_config(run, cfg, prepared.data, hydra_dir)
+            if (weights := prepared.head.class_weights) is not None:  # what train.class_weights=auto computed
+                run.log_params(
+                    {f"class_weight.{n}": f"{w:.4g}" for n, w in zip(prepared.data.label_names, weights.tolist())}
+                )
         try:
             result = _train_and_test(run, prepared, saved)
         except study.Pruned as pruned:  # its Optuna trial was stopped early, for good: KILLED, never resumed
@@ -191,9 +214,11 @@ def _log_config(run: Run, cfg, data: SentimentData, hydra_dir: str | None) -> No
 def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints) -> dict:
     cfg, data, head, device = prepared.cfg, prepared.data, prepared.head, prepared.device
     log.info(_describe(data))
+    if models.method_of(cfg).name == "lexicon":
+        return _lexicon(run, prepared)
     with saved.catch_signals():  # from here to the end of training, SIGTERM/SIGINT stop it at a checkpoint
         model = models.build(cfg, head, device)
-        counts = adapters.parameter_counts(model)
+        counts = methods.trainable_counts(model)
         run.log_metrics(counts)
         precision = resolve_precision(cfg.train.precision, device, model)
         run.log_params({"precision_used": precision})  # what train.precision=auto chose here
@@ -208,12 +233,24 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
     run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
 
     results, temperature = _test(run, cfg, model, head, features, device, kept["val"])
-    log.info(f"test ({len(data.splits['test'])} rows):\n" + metrics_table(results["test"], head.label_names))
 
     adapter_mb = _log_adapter(run, model, head.tokenizer, temperature)
     mlflow_model.log_model(run, cfg, data)
     run.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": _peak_memory_mb(device)})
     return {**results, "kept_epoch": kept["epoch"], "train_time_s": kept["train_time_s"]}
+
+
+def _lexicon(run: Run, prepared: Prepared) -> dict:
+    """method=lexicon: no model, no training; VADER labels val and test, logged as a trained run's results are,
+    with a pyfunc model that labels texts the same way."""
+    data = prepared.data
+    lexicon = classifiers.LexiconClassifier(prepared.cfg)
+    run.log_metrics({"trainable_params": 0, "total_params": 0, "train_time_s": 0.0, "kept_epoch": 0})
+    val, test = (lexicon.evaluate(data.splits[s]["text"], data.splits[s]["label"]) for s in ("val", "test"))
+    results = _log_results(run, {"val": val, "test": test}, data.label_names)
+    mlflow_model.log_model(run, prepared.cfg, data)
+    run.log_metrics({"adapter_size_mb": 0.0, "peak_memory_mb": _peak_memory_mb(torch.device("cpu"))})
+    return {**results, "kept_epoch": 0, "train_time_s": 0.0}
 
 
 def _fit(run: Run, cfg, model, head, features: dict, device, saved: checkpoints.Checkpoints) -> dict:
@@ -225,25 +262,33 @@ def _fit(run: Run, cfg, model, head, features: dict, device, saved: checkpoints.
     with ranks.processes(cfg.train.get("num_processes", 1), device, workers):
         return fit(
             model, head, features, cfg.train, device, log_metrics=run.log_metrics, checkpoints=saved,
-            after_epoch=after_epoch,
+            after_epoch=after_epoch, method=models.method_of(cfg),
         )  # fmt: skip
 
 
 def _test(run: Run, cfg, model, head, features: dict, device, kept_val: dict | None) -> tuple[dict, float]:
-    """The kept model on val and test: ({"val": metrics, "test": metrics}, temperature), logged with the test's
-    confusion matrix and predictions and both splits' calibration. The val metrics are the kept epoch's when it
-    was validated during training (kept_val), else this pass's (zero-shot, or train.eval_every_epoch=false)."""
+    """The kept model on val and test: ({"val": metrics, "test": metrics}, temperature), logged (_log_results).
+    The val metrics are the kept epoch's when it was validated during training (kept_val), else this pass's
+    (zero-shot, or train.eval_every_epoch=false)."""
     val = _evaluate(model, head, features["val"], cfg, device, "val")
     test = _evaluate(model, head, features["test"], cfg, device, "test")
     run.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
     temperature = _calibrate(run, cfg, {"val": val, "test": test})
-    results = {"val": kept_val or val.metrics(head.label_names), "test": test.metrics(head.label_names)}
-    for split, evaluation in (("val", val), ("test", test)):  # ece and nll of the probabilities the model serves
+    return _log_results(run, {"val": val, "test": test}, head.label_names, kept_val), temperature
+
+
+def _log_results(run: Run, evaluations: dict, label_names, kept_val: dict | None = None) -> dict:
+    """Each split's metrics with the calibration (ece, nll) of the probabilities the model serves, the test's
+    confusion matrix and predictions, all logged; the metrics returned by split."""
+    val, test = evaluations["val"], evaluations["test"]
+    results = {"val": kept_val or val.metrics(label_names), "test": test.metrics(label_names)}
+    for split, evaluation in evaluations.items():
         results[split] = {**results[split], **calibration.summary(evaluation.log_probs, evaluation.labels)}
-    reports.log_confusion(run, test, head.label_names)
-    reports.log_predictions(run, test, head.label_names)
+    reports.log_confusion(run, test, label_names)
+    reports.log_predictions(run, test, label_names)
     run.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
-    return results, temperature
+    log.info(f"test ({len(test.labels)} rows):\n" + metrics_table(results["test"], label_names))
+    return results
 
 
 def _calibrate(run: Run, cfg, evaluations: dict) -> float:
@@ -282,11 +327,11 @@ def _describe(data: SentimentData) -> str:
 
 
 def _log_adapter(run: Run, model, tokenizer, temperature: float = 1.0) -> float:
-    """Save the adapter (and head) as safetensors with the tokenizer and a fitted temperature (calibration.json),
-    log it; its size in MB."""
+    """Save what trained (a peft adapter with the head, or the trained weights: sentlab.methods.save) as
+    safetensors with the tokenizer and a fitted temperature (calibration.json), log it as adapter/; its size in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "adapter"
-        model.save_pretrained(folder)
+        methods.save(model, folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
         tokenizer.save_pretrained(folder)
         if temperature != 1.0:

@@ -158,7 +158,15 @@ def _worker(
         torch.manual_seed(cfg.train.seed + rank_)  # dropout masks of its own, fixed by (seed, rank)
         saved = checkpoints.Checkpoints(checkpoint_dir, cfg.train.checkpoint_every, cfg.train.keep_checkpoints)
         with saved.catch_signals():  # Ctrl-C reaches every process of the terminal: all stop at the same step
-            fit(model, head, {"train": train_features}, cfg.train, device, checkpoints=saved)
+            fit(
+                model,
+                head,
+                {"train": train_features},
+                cfg.train,
+                device,
+                checkpoints=saved,
+                method=models.method_of(cfg),
+            )
     except BaseException as err:
         if type(err).__name__ == "Stopped":  # a stop signal ends every rank at the same step: not an error
             log.info(f"rank {rank_}: {err}")

@@ -99,6 +99,10 @@ def config_hash(cfg, seeds: bool = True) -> str:
     data = drop_infra(resolved(cfg))
     if data.get("train", {}).get("num_processes") == 1:  # added later: one process hashes as the runs before it
         del data["train"]["num_processes"]
+    if data.get("method") == {"name": "lora"}:  # added later: the default method hashes as the runs before it
+        del data["method"]
+    if data.get("train", {}).get("class_weights", "set") is None:
+        del data["train"]["class_weights"]
     if not seeds:
         data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
         data["data"] = {k: v for k, v in data["data"].items() if k != "seed"}

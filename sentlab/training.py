@@ -1,5 +1,5 @@
-"""The training loop: AdamW on the trainable (LoRA + head) weights, length-grouped batches padded to their
-longest example, mixed precision where the hardware is fast at it, eval every epoch, checkpoints
+"""The training loop: the method's optimizer (AdamW, or LoRA+'s groups) on the trainable weights, length-grouped
+batches padded to their longest example, mixed precision where the hardware is fast at it, eval every epoch, checkpoints
 (sentlab.checkpoints) to resume from, early stopping."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from sentlab import distributed
+from sentlab import distributed, methods
 from sentlab.checkpoints import Stopped, rng_states, set_rng_states
 from sentlab.errors import RunError
 from sentlab.metrics import classification_metrics
@@ -136,8 +136,9 @@ def _no_log(metrics: dict, step: int) -> None:
 
 
 def fit(
-    model, head, features: dict, train_cfg, device, *, log_metrics=_no_log, checkpoints=None, after_epoch=None
-) -> dict:
+    model, head, features: dict, train_cfg, device, *, log_metrics=_no_log, checkpoints=None, after_epoch=None,
+    method=None,
+) -> dict:  # fmt: skip
     """Train for train_cfg.epochs (fewer with train.patience) on features["train"], validating on
     features["val"]; returns the kept epoch, its validation metrics and the training time (`epoch`, `val`,
     `train_time_s`).
@@ -147,6 +148,7 @@ def fit(
     training starts from the latest checkpoint there, if any, saves one when due and at each epoch's end, and on
     a stop signal saves one and raises Stopped. `after_epoch(epoch, val)`, if given, runs after each evaluated
     epoch and may raise to end training there (sentlab.study.Pruned: an Optuna trial that its pruner stops).
+    `method` (the run's method config) picks the optimizer (sentlab.methods.optimizer); None: AdamW.
 
     In a process group (train.num_processes > 1, sentlab.distributed) every rank calls fit: the epoch's global
     batches of batch_size * N examples are cut into one shard per rank, DDP averages the gradients, the loss
@@ -154,13 +156,14 @@ def fit(
     holds every rank's RNG states. features["val"], `log_metrics` and `after_epoch` matter on rank 0 only (an
     after_epoch that raises there ends the other ranks too).
     """
-    return Trainer(model, head, features, train_cfg, device, log_metrics, checkpoints, after_epoch).run()
+    trainer = Trainer(model, head, features, train_cfg, device, log_metrics, checkpoints, after_epoch, method)
+    return trainer.run()
 
 
 class Trainer:
     """One training: the optimizer and schedule of the trainable weights, the progress, the checkpoints."""
 
-    def __init__(self, model, head, features, train_cfg, device, log_metrics, checkpoints, after_epoch):
+    def __init__(self, model, head, features, train_cfg, device, log_metrics, checkpoints, after_epoch, method=None):
         from transformers import get_scheduler
 
         self.model, self.head, self.cfg, self.device = model, head, train_cfg, device
@@ -169,9 +172,12 @@ class Trainer:
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.global_batch = train_cfg.batch_size * self.world  # train.batch_size is per process
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self.optimizer = torch.optim.AdamW(
-            self.trainable.values(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
-        )
+        if method is None:
+            self.optimizer = torch.optim.AdamW(
+                self.trainable.values(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
+            )
+        else:
+            self.optimizer = methods.optimizer(model, train_cfg, method)
         self.precision = resolve_precision(train_cfg.precision, device, model)
         self.lengths = [len(ids) for ids in self.train_features["input_ids"]]
         self.n_batches = math.ceil(len(self.lengths) / self.global_batch)

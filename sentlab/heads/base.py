@@ -13,6 +13,7 @@ class Head:
     name: str
     task_type: str  # peft's TaskType: what the adapter wraps and saves
     padding_side: str  # "right" or "left", set on the tokenizer
+    class_weights: torch.Tensor | None = None  # [n_labels] weights of the train loss (train.class_weights), or None
 
     def __init__(self, cfg, tokenizer, labels):
         self.cfg = cfg  # the whole run config

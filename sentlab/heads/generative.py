@@ -35,6 +35,7 @@ from transformers import DynamicCache
 
 from sentlab.errors import ConfigError
 from sentlab.heads.base import Head
+from sentlab.losses import label_token_loss
 
 CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
 
@@ -152,13 +153,19 @@ class GenerativeHead(Head):
         return log_probs * word_mask, word_mask
 
     def loss(self, model, batch):
-        """Causal-LM loss on the gold label word's tokens (mean over tokens); the prompt is masked."""
+        """Causal-LM loss on the gold label word's tokens (mean over tokens; each example weighted by its class with
+        train.class_weights); the prompt is masked."""
         if self.single_token:
             logits = _forward(model, batch["input_ids"], batch["attention_mask"], keep=1)[:, -1]
             gold = self.label_table[:, 0].to(logits.device)[batch["labels"]]
-            return F.cross_entropy(logits.float(), gold)
-        log_probs, mask = self._continue(model, batch, batch["labels"])
-        return -log_probs.sum() / mask.sum()
+            if self.class_weights is None:
+                return F.cross_entropy(logits.float(), gold)
+            log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, gold[:, None])
+            mask = torch.ones_like(log_probs)
+        else:
+            log_probs, mask = self._continue(model, batch, batch["labels"])
+        # sum w * NLL / sum w * tokens: unweighted, the mean over the batch's label tokens
+        return label_token_loss(log_probs, mask, batch["labels"], self.class_weights)
 
     def evaluate_batch(self, model, batch):
         """(the training loss, log-probabilities over the K labels [B, K]); contextually calibrated with

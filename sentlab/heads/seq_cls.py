@@ -6,6 +6,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from sentlab.heads.base import Head
+from sentlab.losses import seq_cls_loss
 
 
 class SeqClsHead(Head):
@@ -41,7 +42,10 @@ class SeqClsHead(Head):
         return self._pad(features)  # "label" becomes "labels"
 
     def loss(self, model, batch):
-        return model(**batch).loss
+        if self.class_weights is None:
+            return model(**batch).loss
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        return seq_cls_loss(logits, batch["labels"], self.class_weights)  # each example weighted by its class
 
     def evaluate_batch(self, model, batch):
         out = model(**batch)
