@@ -207,7 +207,7 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
             kept = _fit(run, cfg, model, head, features, device, saved)
     run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
 
-    results, temperature = _test(run, cfg, model, head, features, device, kept["val"])
+    results, temperature = _test(run, prepared, model, features, kept["val"])
     log.info(f"test ({len(data.splits['test'])} rows):\n" + metrics_table(results["test"], head.label_names))
 
     adapter_mb = _log_adapter(run, model, head.tokenizer, temperature)
@@ -229,10 +229,11 @@ def _fit(run: Run, cfg, model, head, features: dict, device, saved: checkpoints.
         )  # fmt: skip
 
 
-def _test(run: Run, cfg, model, head, features: dict, device, kept_val: dict | None) -> tuple[dict, float]:
+def _test(run: Run, prepared: Prepared, model, features: dict, kept_val: dict | None) -> tuple[dict, float]:
     """The kept model on val and test: ({"val": metrics, "test": metrics}, temperature), logged with the test's
-    confusion matrix and predictions and both splits' calibration. The val metrics are the kept epoch's when it
-    was validated during training (kept_val), else this pass's (zero-shot, or train.eval_every_epoch=false)."""
+    confusion matrix, predictions and errors and both splits' calibration. The val metrics are the kept epoch's
+    when it was validated during training (kept_val), else this pass's (zero-shot, train.eval_every_epoch=false)."""
+    cfg, head, device = prepared.cfg, prepared.head, prepared.device
     val = _evaluate(model, head, features["val"], cfg, device, "val")
     test = _evaluate(model, head, features["test"], cfg, device, "test")
     run.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
@@ -242,6 +243,7 @@ def _test(run: Run, cfg, model, head, features: dict, device, kept_val: dict | N
         results[split] = {**results[split], **calibration.summary(evaluation.log_probs, evaluation.labels)}
     reports.log_confusion(run, test, head.label_names)
     reports.log_predictions(run, test, head.label_names)
+    reports.log_errors(run, test, prepared.data.splits["test"]["text"], head.label_names)
     run.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
     return results, temperature
 
