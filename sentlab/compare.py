@@ -13,6 +13,12 @@ Runs that differ only in train.seed are repeats of one setting (`-m sweep=seeds 
 each setting's mean ± std and 95 % interval per metric over its seeds, and a paired bootstrap on the test set's
 per-example predictions says whether the best setting really beats each other one; the r and lr plots draw the
 intervals as error bars.
+
+    python -m sentlab.compare --errors                     # the best run against each other run, example by example
+
+`--errors`: how many test examples the best run gets right and another wrong (and the other way round), with
+the examples (aligned by row of test_predictions.csv, texts from each run's test_errors.json), and every run's
+F1 per class against the class's share of the test set (a table and a plot), logged under compare/errors/.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ def parse_args(argv=None):
     p.add_argument("--metric", help="sort and plot by this metric (default: val_<train.select_metric>)")
     p.add_argument("--out", help="folder for the CSV and PNGs (default: RUNS/compare/<sweep or experiment>)")
     p.add_argument("--no-log", action="store_true", help="do not log the table and plots to the parent run")
+    p.add_argument(
+        "--errors",
+        action="store_true",
+        help="instead: the best run against each other one, example by example, and F1 per class (in OUT/errors)",
+    )
     return p.parse_args(argv)
 
 
@@ -51,6 +62,12 @@ def main(argv=None) -> int:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         sys.exit(f"sentlab.compare: no MLflow store at {uri} (run a sweep first, or pass --store / --runs-dir)")
     client = mlflow.MlflowClient(tracking_uri=uri)
+    if args.errors:
+        from sentlab import error_analysis
+
+        error_analysis.report(client, args.runs_dir, args.sweep, args.experiment, args.experiment_name, args.metric,
+                              args.out, log=not args.no_log)  # fmt: skip
+        return 0
     comparison.report(client, args.runs_dir, args.sweep, args.experiment, args.experiment_name, args.metric,
                       args.out, log=not args.no_log)  # fmt: skip
     return 0

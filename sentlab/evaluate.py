@@ -103,6 +103,7 @@ def evaluate(ref: str, cfg, label_map: dict[str, str], tracking_uri: str) -> str
         run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         reports.log_confusion(run, evaluation, classifier.label_names)
         reports.log_reliability(run, {"test": evaluation})
+        reports.log_errors(run, evaluation, test["text"], classifier.label_names)
     print(f"{run.name}: " + "  ".join(f"test_{k}={metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "recall_macro")))
     print(f"MLflow run {run.id} (tag {tags.SOURCE_RUN_ID}={files.run_id})")
     return run.id

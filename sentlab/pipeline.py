@@ -232,7 +232,7 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
             kept = _fit(run, cfg, model, head, features, device, saved)
     run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
 
-    results, temperature = _test(run, cfg, model, head, features, device, kept["val"])
+    results, temperature = _test(run, prepared, model, features, kept["val"])
 
     adapter_mb = _log_adapter(run, model, head.tokenizer, temperature)
     mlflow_model.log_model(run, cfg, data)
@@ -247,7 +247,7 @@ def _lexicon(run: Run, prepared: Prepared) -> dict:
     lexicon = classifiers.LexiconClassifier(prepared.cfg)
     run.log_metrics({"trainable_params": 0, "total_params": 0, "train_time_s": 0.0, "kept_epoch": 0})
     val, test = (lexicon.evaluate(data.splits[s]["text"], data.splits[s]["label"]) for s in ("val", "test"))
-    results = _log_results(run, {"val": val, "test": test}, data.label_names)
+    results = _log_results(run, {"val": val, "test": test}, data.label_names, data.splits["test"]["text"])
     mlflow_model.log_model(run, prepared.cfg, data)
     run.log_metrics({"adapter_size_mb": 0.0, "peak_memory_mb": _peak_memory_mb(torch.device("cpu"))})
     return {**results, "kept_epoch": 0, "train_time_s": 0.0}
@@ -266,26 +266,29 @@ def _fit(run: Run, cfg, model, head, features: dict, device, saved: checkpoints.
         )  # fmt: skip
 
 
-def _test(run: Run, cfg, model, head, features: dict, device, kept_val: dict | None) -> tuple[dict, float]:
+def _test(run: Run, prepared: Prepared, model, features: dict, kept_val: dict | None) -> tuple[dict, float]:
     """The kept model on val and test: ({"val": metrics, "test": metrics}, temperature), logged (_log_results).
     The val metrics are the kept epoch's when it was validated during training (kept_val), else this pass's
     (zero-shot, or train.eval_every_epoch=false)."""
+    cfg, head, device = prepared.cfg, prepared.head, prepared.device
     val = _evaluate(model, head, features["val"], cfg, device, "val")
     test = _evaluate(model, head, features["test"], cfg, device, "test")
     run.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
     temperature = _calibrate(run, cfg, {"val": val, "test": test})
-    return _log_results(run, {"val": val, "test": test}, head.label_names, kept_val), temperature
+    texts = prepared.data.splits["test"]["text"]
+    return _log_results(run, {"val": val, "test": test}, head.label_names, texts, kept_val), temperature
 
 
-def _log_results(run: Run, evaluations: dict, label_names, kept_val: dict | None = None) -> dict:
+def _log_results(run: Run, evaluations: dict, label_names, test_texts, kept_val: dict | None = None) -> dict:
     """Each split's metrics with the calibration (ece, nll) of the probabilities the model serves, the test's
-    confusion matrix and predictions, all logged; the metrics returned by split."""
+    confusion matrix, predictions and errors (misclassified examples), all logged; the metrics returned by split."""
     val, test = evaluations["val"], evaluations["test"]
     results = {"val": kept_val or val.metrics(label_names), "test": test.metrics(label_names)}
     for split, evaluation in evaluations.items():
         results[split] = {**results[split], **calibration.summary(evaluation.log_probs, evaluation.labels)}
     reports.log_confusion(run, test, label_names)
     reports.log_predictions(run, test, label_names)
+    reports.log_errors(run, test, test_texts, label_names)
     run.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
     log.info(f"test ({len(test.labels)} rows):\n" + metrics_table(results["test"], label_names))
     return results

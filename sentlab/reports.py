@@ -1,6 +1,6 @@
 """What a run logs about its results on a split, beside the metrics: the confusion matrix (JSON and PNG), the
-per-example predictions that compare's paired test reads, and the reliability diagrams of its probabilities. A
-training run and an evaluation run log alike."""
+per-example predictions that compare's paired test reads, the misclassified examples, and the reliability diagrams
+of its probabilities. A training run and an evaluation run log alike."""
 
 from __future__ import annotations
 
@@ -46,3 +46,34 @@ def log_reliability(run, evaluations: dict, before: dict | None = None) -> None:
             log_probs, labels = before[split]
             curves = {f"{split}, uncalibrated": (np.exp(log_probs), labels), f"{split}, T-scaled": curves[split]}
         run.log_figure(calibration.plot_reliability(curves, f"{split} reliability"), f"reliability_{split}.png")
+
+
+ERRORS = "test_errors.json"  # the misclassified test examples, an MLflow table (`mlflow.load_table`)
+
+
+def errors_table(evaluation, texts: list[str], label_names: list[str]):
+    """The misclassified examples of `evaluation` as a DataFrame, most confident first: id (the row in the split,
+    as in test_predictions.csv), text, label, prediction, a probability per label, confidence (the prediction's)."""
+    import numpy as np
+    import pandas as pd
+
+    probs = np.exp(evaluation.log_probs.astype(np.float64))
+    names = np.asarray(label_names, dtype=object)
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(len(evaluation.labels)),
+            "text": list(texts),
+            "label": names[evaluation.labels],
+            "prediction": names[evaluation.preds],
+        }
+    )
+    for i, name in enumerate(label_names):
+        frame[f"prob_{name}"] = probs[:, i].round(6)
+    frame["confidence"] = probs.max(axis=1).round(6)
+    wrong = frame[evaluation.preds != evaluation.labels]
+    return wrong.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def log_errors(run, evaluation, texts: list[str], label_names: list[str]) -> None:
+    """The misclassified test examples (errors_table) as the MLflow table test_errors.json."""
+    run.log_table(errors_table(evaluation, texts, label_names), ERRORS)

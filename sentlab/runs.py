@@ -296,6 +296,9 @@ class Run:
         self.client.log_figure(self.id, figure, path)
         plt.close(figure)
 
+    def log_table(self, frame, path: str) -> None:
+        self.client.log_table(self.id, frame, path)
+
     def log_artifact(self, path: str, folder: str | None = None) -> None:
         self.client.log_artifact(self.id, path, folder)
 
