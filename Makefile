@@ -47,6 +47,7 @@ lint: install  ## ruff: lint and format check (CI runs it before the tests); `ru
 	$(VENV)/bin/ruff format --check .
 
 ui: install  ## the MLflow UI on the project's store, at http://127.0.0.1:$(PORT)
+	@echo "sentlab's runs: http://127.0.0.1:$(PORT)/#/experiments/1/runs?workflowType=machine_learning"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(STORE) \
 		--host 127.0.0.1 --port $(PORT) --workers 1
 

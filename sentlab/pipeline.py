@@ -168,7 +168,7 @@ def _train(store: Store, job: Job, prepared: Prepared, hydra_dir: str | None, re
     log.info(f"MLflow run {run.id} ({run.name}) in {cfg.tracking.uri}")
     if cfg.tracking.uri.startswith("sqlite:///"):
         make_ui = "make ui" if cfg.runs_dir == "runs" else f"make ui RUNS={cfg.runs_dir}"
-        log.info(f"open it: {make_ui}, then http://127.0.0.1:5000/#/experiments/{store.experiment_id}/runs/{run.id}")
+        log.info(f"open it: {make_ui}, then {tracking.ui_link('http://127.0.0.1:5000', store.experiment_id, run.id)}")
     return {"run_id": run.id, **result}
 
 

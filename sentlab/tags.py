@@ -36,6 +36,10 @@ EVALUATE = "sentlab.evaluate"
 PARENT_RUN_ID = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"
 GIT_COMMIT = "mlflow.source.git.commit"
+# An experiment's kind (MLflow 3): "custom_model_development" is what the UI's "Machine learning" choice writes; it
+# opens the experiment on its training runs (untagged, the UI may open the GenAI view of traces instead).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 # Tags that belong to the run that wrote them, not to its results: a reusing child does not copy them.
 OWN = (HOST, PID, RESUME_COMMAND, TRIAL)

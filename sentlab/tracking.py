@@ -13,7 +13,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from sentlab import PACKAGE_DIR  # noqa: E402
+from sentlab import PACKAGE_DIR, tags  # noqa: E402
 
 MAX_PARAM_LENGTH = 500  # longer values are cut in params; the full YAML is an artifact
 SWEEP_FILE = "sweep.json"  # in a sweep's folder: the parent run every job nests under, the fixed overrides
@@ -52,15 +52,29 @@ def connect(tracking) -> str:
 
 
 def _experiment_id(tracking) -> str:
+    """The experiment's id, created as a model-training experiment (its kind tag; one created before sentlab tagged
+    them gets the tag if it has no kind yet)."""
     experiment = mlflow.get_experiment_by_name(tracking.experiment)
     if experiment is not None:
+        if tags.EXPERIMENT_KIND not in experiment.tags:
+            client = mlflow.MlflowClient()
+            client.set_experiment_tag(experiment.experiment_id, tags.EXPERIMENT_KIND, tags.MODEL_TRAINING)
         return experiment.experiment_id
     local_store = not tracking.uri.startswith(("http://", "https://", "databricks"))
     location = Path(tracking.artifact_dir).resolve().as_uri() if local_store else None
     try:
-        return mlflow.create_experiment(tracking.experiment, artifact_location=location)
+        return mlflow.create_experiment(
+            tracking.experiment, artifact_location=location, tags={tags.EXPERIMENT_KIND: tags.MODEL_TRAINING}
+        )
     except mlflow.exceptions.MlflowException:  # another process created it first
         return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
+
+
+def ui_link(server: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs (or of one run). MLflow 3.17's UI picks its view from the
+    workflowType in the link (else from the browser's last choice, GenAI at first), not from the experiment's kind."""
+    page = f"{server}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{page}?workflowType=machine_learning"
 
 
 def is_infra(key: str) -> bool:

@@ -1,4 +1,5 @@
-"""The MLflow UI shows a finished sweep as a parent with its child runs and their metrics: headless Chromium
+"""The MLflow UI opens sentlab's experiment on its training runs (a model-training experiment, not MLflow 3's GenAI
+view) and shows a finished sweep as a parent with its child runs and their metrics: headless Chromium
 (Debian's package, driven by Playwright) on a server started here on 127.0.0.1; a screenshot is saved."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import shutil
 import pytest
 from conftest import FAST, tiny_args
 from test_server import mlflow_server
+
+from sentlab.tracking import ui_link
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -42,9 +45,11 @@ def test_mlflow_ui_shows_sweep_children_and_metric(tiny_models, train, runs_dir,
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 900})
             page.set_default_timeout(30_000)
-            page.goto(f"{uri}/#/experiments/1/runs", wait_until="domcontentloaded", timeout=60_000)
+            # The experiment's page as `make ui` and a run's printed link open it: it lands on the training runs.
+            page.goto(ui_link(uri, "1"), wait_until="domcontentloaded", timeout=60_000)
             parent = page.get_by_text("sweep ", exact=False).first
             parent.wait_for()
+            landed = page.url
             if page.get_by_role("button", name="Close").count():  # the assistant side panel
                 page.get_by_role("button", name="Close").first.click()
             # A metric column: chosen in the table's column selector, as a user would.
@@ -65,6 +70,7 @@ def test_mlflow_ui_shows_sweep_children_and_metric(tiny_models, train, runs_dir,
             values = [t.strip() for t in page.locator(f"[role=gridcell]{column}").all_inner_texts()]
         finally:
             browser.close()
+    assert "/experiments/1/runs?workflowType=machine_learning" in landed, landed  # the runs, not traces
     assert "lora.r=2" in body and "lora.r=4" in body and metric in body
     assert sum(bool(re.fullmatch(r"[01]\.\d+.*|[01]", v)) for v in values) == 2, values  # each child's value
     assert shot.stat().st_size > 10_000
