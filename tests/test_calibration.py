@@ -54,9 +54,10 @@ def test_temperature_fit_undoes_a_planted_overconfidence():
 GENERATIVE = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]
 
 
-@pytest.mark.parametrize("arch,head", [("bert", "seq_cls"), ("gpt_neox", "generative")])
+@pytest.mark.parametrize("arch,head", [("bert", "seq_cls"), ("gpt_neox", "generative"), ("bert", "merged")])
 def test_a_temperature_run_logs_it_and_its_model_serves_logits_over_t(arch, head, tiny_models, train, store, runs_dir):
-    """For the generative head the logits are its label-word scores."""
+    """For the generative head the logits are its label-word scores; a merged model (tracking.log_model=merged)
+    carries calibration.json in its merged folder."""
     import json
 
     import mlflow
@@ -64,7 +65,7 @@ def test_a_temperature_run_logs_it_and_its_model_serves_logits_over_t(arch, head
 
     from sentlab import mlflow_model
 
-    extra = GENERATIVE if head == "generative" else []
+    extra = {"generative": GENERATIVE, "merged": ["tracking.log_model=merged"]}.get(head, [])
     train(*tiny_args(tiny_models, arch), *FAST, *extra, "train.calibration=temperature")
     (run,) = all_runs(store())
     metrics = run.data.metrics
