@@ -155,9 +155,11 @@ def show(best: str, counts, disagreements, classes, metric: str) -> None:
         if isinstance(row.get("note"), str):
             print(f"  {comparison._short(row.other)}: not compared ({row.note})")
             continue
+        n = {k: int(row[k]) for k in ("examples", "both_right", "only_best_right", "only_other_right", "both_wrong")}
         print(
-            f"  {comparison._short(row.other)}: {row.examples} test examples: both right {row.both_right}, only best "
-            f"right {row.only_best_right}, only this run right {row.only_other_right}, both wrong {row.both_wrong}"
+            f"  {comparison._short(row.other)}: {n['examples']} test examples: both right {n['both_right']}, only "
+            f"best right {n['only_best_right']}, only this run right {n['only_other_right']}, both wrong "
+            f"{n['both_wrong']}"
         )
         mine = disagreements[disagreements.other == row.other] if len(disagreements) else disagreements
         for who, wrong in (("best", "other"), ("other", "best")):

@@ -51,7 +51,13 @@ def test_temperature_fit_undoes_a_planted_overconfidence():
     assert (fixed.argmax(axis=1) == overconfident.argmax(axis=1)).all()  # predictions unchanged
 
 
-def test_a_temperature_run_logs_it_and_its_model_serves_logits_over_t(tiny_models, train, store, runs_dir):
+GENERATIVE = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]
+
+
+@pytest.mark.parametrize("arch,head", [("bert", "seq_cls"), ("gpt_neox", "generative"), ("bert", "merged")])
+def test_a_temperature_run_logs_it_and_its_model_serves_logits_over_t(arch, head, tiny_models, train, store, runs_dir):
+    """For the generative head the logits are its label-word scores; a merged model (tracking.log_model=merged)
+    carries calibration.json in its merged folder."""
     import json
 
     import mlflow
@@ -59,7 +65,8 @@ def test_a_temperature_run_logs_it_and_its_model_serves_logits_over_t(tiny_model
 
     from sentlab import mlflow_model
 
-    train(*tiny_args(tiny_models, "bert"), *FAST, "train.calibration=temperature")
+    extra = {"generative": GENERATIVE, "merged": ["tracking.log_model=merged"]}.get(head, [])
+    train(*tiny_args(tiny_models, arch), *FAST, *extra, "train.calibration=temperature")
     (run,) = all_runs(store())
     metrics = run.data.metrics
     t = metrics["temperature"]

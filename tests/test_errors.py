@@ -93,3 +93,19 @@ def test_runs_log_their_errors_and_compare_errors_reads_them(tiny_models, train,
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "compare/errors")}
     assert logged == {f"compare/errors/{name}" for name in error_analysis.FILES}
     assert (folder / "per_class_f1.png").stat().st_size > 1000
+
+
+def test_pair_by_hand():
+    from sentlab.error_analysis import pair
+
+    def frame(preds, confidence):
+        return pd.DataFrame({"id": range(4), "label": [0, 1, 2, 0], "prediction": preds, "confidence": confidence})
+
+    best = frame([0, 1, 0, 2], [0.9, 0.8, 0.7, 0.6])  # right, right, wrong, wrong
+    other = frame([0, 2, 2, 1], [0.5, 0.95, 0.4, 0.3])  # right, wrong, right, wrong
+    counts, rows = pair(best, other, NAMES, {1: "one", 2: "two"})
+    assert counts == {"examples": 4, "both_right": 1, "only_best_right": 1, "only_other_right": 1, "both_wrong": 1}
+    assert rows.id.tolist() == [1, 2] and rows.right.tolist() == ["best", "other"]
+    assert rows.text.tolist() == ["one", "two"] and rows.other_prediction.tolist() == ["positive", "positive"]
+    counts, rows = pair(best, other.iloc[:3], NAMES, {})
+    assert "not the same test set" in counts["note"] and rows.empty
