@@ -127,6 +127,7 @@ def test_every_weight_method_exports_merged(method, exported, tiny_models):
     assert torch.log_softmax(logits, -1).numpy() == pytest.approx(classifier.log_probs(TEXTS), abs=1e-4)
 
 
+@pytest.mark.slow  # a decoder run, two exports
 def test_prefix_tuning_exports_beside_the_base_and_refuses_merge(tiny_models, train, store, runs_dir, tmp_path, capsys):
     from sentlab import export
 
