@@ -20,7 +20,7 @@ RUNS = [
     ("bert", "bitfit", []),
     ("bert", "head_only", []),
     ("bert", "full", ["train.lr=1e-4"]),
-    ("gpt_neox", "loraplus", ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]),
+    ("gpt_neox", "loraplus", ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]),  # noqa: E501
 ]
 
 
@@ -100,12 +100,21 @@ def test_refusals_stop_before_the_run(args, setting, tiny_models, train, store, 
     assert all_runs(store()) == []
 
 
-def test_class_weights_are_logged(tiny_models, train, store, runs_dir):
-    train(*tiny_args(tiny_models, "bert"), *FAST, "train.class_weights=auto")
+GENERATIVE = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]
+
+
+@pytest.mark.parametrize(
+    "arch,setting,extra", [("bert", "auto", []), ("gpt_neox", "[1,2,3]", GENERATIVE)], ids=["seq_cls", "generative"]
+)
+def test_class_weights_are_logged(arch, setting, extra, tiny_models, train, store, runs_dir):
+    train(*tiny_args(tiny_models, arch), *FAST, f"train.class_weights={setting}", *extra)
     params = logged_run(store, runs_dir).data.params
-    assert params["train.class_weights"] == "auto"
     weights = [float(params[f"class_weight.{n}"]) for n in ("negative", "neutral", "positive")]
-    assert sum(weights) / 3 == pytest.approx(1, abs=1e-3)
+    if setting == "auto":
+        assert params["train.class_weights"] == "auto"
+        assert sum(weights) / 3 == pytest.approx(1, abs=1e-3)
+    else:
+        assert weights == [1, 2, 3]
 
 
 def test_seq_cls_head_weights_its_loss_by_class(tiny_models):
