@@ -27,14 +27,20 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def shard(batch: list[int]) -> tuple[list[int], float]:
+def shard(batch: list[int], weights: list[float] | None = None) -> tuple[list[int], float]:
     """This rank's part of a global batch (batch[rank::N]) and the factor its mean loss is scaled by, so that
     DDP's average of the ranks' gradients is the gradient of the global batch's mean loss, uneven last
-    batches included (n_rank * N / n_global). A rank left without an example (a last batch smaller than N)
-    trains on one with factor 0: it must still take part in the gradient all-reduce."""
+    batches included (n_rank * N / n_global). With `weights` (each example's class weight, train.class_weights)
+    the losses are weighted means, and the factor is w_rank * N / w_global (summed weights) instead. A rank left
+    without an example (a last batch smaller than N) trains on one with factor 0: it must still take part in
+    the gradient all-reduce."""
     n = world_size()
     mine = batch[rank() :: n]
-    return (mine, len(mine) * n / len(batch)) if mine else (batch[:1], 0.0)
+    if not mine:
+        return batch[:1], 0.0
+    if weights is None:
+        return mine, len(mine) * n / len(batch)
+    return mine, sum(weights[i] for i in mine) * n / sum(weights[i] for i in batch)
 
 
 def gather(values: list[float]) -> torch.Tensor:

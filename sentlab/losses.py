@@ -1,6 +1,6 @@
 """Class weights for imbalanced data, and the two heads' losses with them.
 
-    python -m sentlab.train data=tweet_eval train.class_weights=auto        (once the run reads it)
+    python -m sentlab.train data=tweet_eval train.class_weights=auto
     python -m sentlab.train data=tweet_eval 'train.class_weights=[2,1,1]'   (one weight per label, label order)
 
 `auto` is inverse frequency over the training labels, normalised so that the mean weight over the classes

@@ -1,6 +1,6 @@
 """The fine-tuning method: which weights of the backbone train, how they are optimized, saved and merged.
 
-    python -m sentlab.train method=dora                  # one file of conf/method/ (once the run reads it)
+    python -m sentlab.train method=dora                  # one file of conf/method/ (default: lora)
     python -m sentlab.train method=full train.lr=1e-4    # the baseline every PEFT result is judged against
 
 One registry, METHODS, maps each name to a `Method` (as peft's own `register_peft_method` maps its tuners).

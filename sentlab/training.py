@@ -180,6 +180,9 @@ class Trainer:
             self.optimizer = methods.optimizer(model, train_cfg, method)
         self.precision = resolve_precision(train_cfg.precision, device, model)
         self.lengths = [len(ids) for ids in self.train_features["input_ids"]]
+        self.example_weights = None  # train.class_weights: each example's weight, for the ranks' loss factors
+        if head.class_weights is not None:
+            self.example_weights = head.class_weights[torch.as_tensor(list(self.train_features["label"]))].tolist()
         self.n_batches = math.ceil(len(self.lengths) / self.global_batch)
         total_steps = math.ceil(self.n_batches / train_cfg.grad_accum) * train_cfg.epochs
         warmup = int(train_cfg.warmup_ratio * total_steps)
@@ -229,7 +232,8 @@ class Trainer:
         cfg, progress = self.cfg, self.progress
         self.model.train()
         batches = epoch_batches(self.lengths, self.global_batch, cfg.seed, epoch, cfg.group_by_length)
-        shards = [distributed.shard(b) for b in batches[progress.batch :]]  # this rank's part of each, its factor
+        # this rank's part of each batch, and its loss factor
+        shards = [distributed.shard(b, self.example_weights) for b in batches[progress.batch :]]
         # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
         loader = DataLoader(
             self.train_features,

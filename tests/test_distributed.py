@@ -247,3 +247,18 @@ def test_a_sweep_of_two_process_jobs(launcher, tiny_bert, train, store):
     assert len(runs) == 3 and parent.info.status == "FINISHED"  # one child per job, not per process
     assert sorted(r.info.run_name for r in children) == ["lora.r=2", "lora.r=4"]
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["loraplus", "full"])
+def test_two_processes_train_any_method_as_one_does(method, tiny_bert, train, store):
+    """The method's optimizer (LoRA+'s groups), its trainable weights (every weight for full) and class-weighted
+    losses under DDP: two processes end where one process with twice the batch does."""
+    extra = [f"method={method}", "train.class_weights=[1,2,3]", "train.lr=1e-3"]
+    train(*tiny_bert, *ARGS, *extra, "train.batch_size=8", "run_name=one")
+    train(*tiny_bert, *ARGS, *extra, "train.batch_size=4", "train.num_processes=2", "run_name=two")
+    runs = {r.info.run_name: r for r in all_runs(store())}
+    one, two = runs["one"], runs["two"]
+    assert two.info.status == "FINISHED" and two.data.params["method.name"] == method
+    for key in ("val_loss", "val_f1_macro", "test_loss", "test_accuracy"):
+        assert two.data.metrics[key] == pytest.approx(one.data.metrics[key], abs=1e-4), key

@@ -107,3 +107,36 @@ def test_export_bad_input_is_one_line(tiny_models, train, store, runs_dir, tmp_p
     assert export.main([run.info.run_id, str(tmp_path / "new"), "--merge", "--tracking-uri", uri]) == 1
     assert "differ from the adapter's on 16 held-out texts" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("method", ["full", "ia3"])
+def test_every_weight_method_exports_merged(method, exported, tiny_models):
+    """method=full exports as it is (every weight is the model's); ia3 merges like LoRA."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    classifier, out, _ = exported([*tiny_args(tiny_models, "bert"), f"method={method}"], merge=True)
+    assert not (out / "adapter_config.json").exists()
+    model, tokenizer = (
+        AutoModelForSequenceClassification.from_pretrained(out).eval(),
+        AutoTokenizer.from_pretrained(out),
+    )
+    with torch.no_grad():
+        logits = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    classifier.precision = "fp32"
+    assert torch.log_softmax(logits, -1).numpy() == pytest.approx(classifier.log_probs(TEXTS), abs=1e-4)
+
+
+@pytest.mark.slow  # a decoder run, two exports
+def test_prefix_tuning_exports_beside_the_base_and_refuses_merge(tiny_models, train, store, runs_dir, tmp_path, capsys):
+    from sentlab import export
+
+    train(*FAST, *tiny_args(tiny_models, "gpt_neox"), "method=prefix", "method.num_virtual_tokens=4")
+    (run,) = all_runs(store())
+    uri = f"sqlite:///{runs_dir}/mlflow.db"
+    assert export.main([run.info.run_id, str(tmp_path / "a"), "--tracking-uri", uri]) == 0
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["peft_type"] == "PREFIX_TUNING"
+    capsys.readouterr()
+    assert export.main([run.info.run_id, str(tmp_path / "b"), "--tracking-uri", uri, "--merge"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("sentlab.export: error: merge: virtual tokens")

@@ -20,7 +20,7 @@ RUNS = [
     ("bert", "bitfit", []),
     ("bert", "head_only", []),
     ("bert", "full", ["train.lr=1e-4"]),
-    ("gpt_neox", "loraplus", ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]),
+    ("gpt_neox", "loraplus", ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]),  # noqa: E501
 ]
 
 
@@ -100,12 +100,21 @@ def test_refusals_stop_before_the_run(args, setting, tiny_models, train, store, 
     assert all_runs(store()) == []
 
 
-def test_class_weights_are_logged(tiny_models, train, store, runs_dir):
-    train(*tiny_args(tiny_models, "bert"), *FAST, "train.class_weights=auto")
+GENERATIVE = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]
+
+
+@pytest.mark.parametrize(
+    "arch,setting,extra", [("bert", "auto", []), ("gpt_neox", "[1,2,3]", GENERATIVE)], ids=["seq_cls", "generative"]
+)
+def test_class_weights_are_logged(arch, setting, extra, tiny_models, train, store, runs_dir):
+    train(*tiny_args(tiny_models, arch), *FAST, f"train.class_weights={setting}", *extra)
     params = logged_run(store, runs_dir).data.params
-    assert params["train.class_weights"] == "auto"
     weights = [float(params[f"class_weight.{n}"]) for n in ("negative", "neutral", "positive")]
-    assert sum(weights) / 3 == pytest.approx(1, abs=1e-3)
+    if setting == "auto":
+        assert params["train.class_weights"] == "auto"
+        assert sum(weights) / 3 == pytest.approx(1, abs=1e-3)
+    else:
+        assert weights == [1, 2, 3]
 
 
 def test_seq_cls_head_weights_its_loss_by_class(tiny_models):
@@ -129,6 +138,7 @@ def test_seq_cls_head_weights_its_loss_by_class(tiny_models):
         assert head.loss(model, batch).item() == pytest.approx(per_example.mean().item(), rel=1e-5)
 
 
+@pytest.mark.slow  # a sweep of four runs
 def test_compare_shows_methods_and_baselines(tiny_models, train, store, runs_dir, capsys):
     import csv
 
@@ -151,3 +161,35 @@ def test_compare_shows_methods_and_baselines(tiny_models, train, store, runs_dir
     per_param = float(lora[comparison.PER_PARAM])
     assert per_param == pytest.approx(float(lora["test_accuracy"]) / float(lora["trainable_params"]) * 1e6)
     assert rows["lexicon"][comparison.PER_PARAM] == ""  # nothing trains: no ratio
+
+
+@pytest.mark.slow  # three trainings each
+@pytest.mark.parametrize("method", ["loraplus", "full"])
+def test_a_stopped_method_resumes_as_if_never_stopped(method, tiny_models, tmp_path):
+    """Stopped at its first optimizer step (a checkpoint saved) and resumed into a freshly built model, a run ends
+    where an uninterrupted one does: LoRA+'s parameter groups and a full fine-tune's every weight come back."""
+    import signal
+
+    from transformers import set_seed
+
+    from sentlab import checkpoints, models, pipeline
+    from sentlab.config import compose
+    from sentlab.training import fit
+
+    args = [*tiny_args(tiny_models, "bert"), *FAST, f"method={method}", "train.precision=fp32", "train.epochs=2"]
+    prepared = pipeline.prepare(compose([*args, f"runs_dir={tmp_path}"]))
+    cfg, head, cpu = prepared.cfg, prepared.head, torch.device("cpu")
+    features = {split: head.encode(rows) for split, rows in prepared.data.splits.items()}
+
+    def train(folder, stop: bool):
+        set_seed(0)
+        model = models.build(cfg, head, cpu)
+        saved = checkpoints.Checkpoints(tmp_path / folder, None, 2)
+        saved.stop_signal = signal.SIGTERM if stop else None
+        return fit(model, head, features, cfg.train, cpu, checkpoints=saved, method=cfg.method)
+
+    with pytest.raises(checkpoints.Stopped):
+        train("stopped", stop=True)
+    resumed, fresh = train("stopped", stop=False), train("fresh", stop=False)
+    for key in ("loss", "accuracy", "f1_macro"):
+        assert resumed["val"][key] == pytest.approx(fresh["val"][key], abs=1e-6), key

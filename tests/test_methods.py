@@ -1,6 +1,6 @@
 """sentlab.methods (the fine-tuning method registry), sentlab.losses (class weights) and sentlab.lexicon (VADER),
-on tiny random models (tests/conftest.py) and the packaged MiniLM, through transformers and peft directly: the
-run does not read conf/method/ yet."""
+on tiny random models (tests/conftest.py) and the packaged MiniLM, through transformers and peft directly (the
+run itself: tests/test_method_runs.py)."""
 
 from __future__ import annotations
 
