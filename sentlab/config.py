@@ -27,6 +27,7 @@ SELECT_METRICS = ("accuracy", "f1_macro", "recall_macro", "precision_macro")  # 
 CALIBRATIONS = ("none", "contextual")
 TEMPERATURE_CALIBRATIONS = ("none", "temperature")  # train.calibration: after training, on the validation split
 LOG_MODELS = ("adapter", "merged")
+PROMOTE = ("better", "not_worse", "always")  # tracking.promote: when a sweep moves @champion (sentlab.promotion)
 
 
 # -- composition -----------------------------------------------------------------------------------
@@ -261,6 +262,15 @@ def effective_batch_size(train) -> int:
 def check_tracking(tracking) -> None:
     log_model = tracking.get("log_model", "adapter")
     _check(log_model in LOG_MODELS, "tracking.log_model", f"unknown value {log_model!r}", " or ".join(LOG_MODELS))
+    promote = tracking.get("promote", "better")
+    _check(promote in PROMOTE, "tracking.promote", f"unknown value {promote!r}", " or ".join(PROMOTE))
+    margin = tracking.get("promote_margin", 0.01)
+    _check(
+        _number(margin) and 0 <= margin < 1,
+        "tracking.promote_margin",
+        f"must be a number in [0, 1), got {margin!r}",
+        "a test accuracy difference, e.g. 0.01",
+    )
 
 
 def check_sweeper(settings) -> None:

@@ -85,8 +85,16 @@ def print_effects(table, metric: str) -> None:
         first = row.key != shown
         key = f"{row.key:<{width}}" if first else " " * width
         spread = f"  spread {row.spread:.4f}" if first else ""
-        print(f"  {key}  {_short(str(row.value), 22):<22} {row.runs:>3} runs  {row['mean']:.4f} {interval}{spread}")
+        print(f"  {key}  {_shown(row.value):<22} {row.runs:>3} runs  {row['mean']:.4f} {interval}{spread}")
         shown = row.key
+
+
+def _shown(value: str) -> str:
+    """A value as printed: a long number to 4 significant digits (the CSV keeps it whole)."""
+    try:
+        return f"{float(value):.4g}" if len(value) > 8 else value
+    except ValueError:
+        return _short(value, 22)
 
 
 def _short(text: str, width: int) -> str:
@@ -193,7 +201,11 @@ def report(client, frame, runs, swept: list[str], metric: str, out: Path) -> lis
         table.to_csv(out / EFFECTS_CSV, index=False)
         keys = list(dict.fromkeys(table.key))
         paths += [out / EFFECTS_CSV, parallel_plot(frame, keys, metric, out / PARALLEL_PNG)]
-    study = find_study(client, runs)
+    try:
+        study = find_study(client, runs)
+    except Exception as err:  # e.g. compared on another machine than the study's sqlite file
+        print(f"\nOptuna parameter importances: the sweep's study cannot be opened ({str(err).splitlines()[0]})")
+        study = None
     if study is not None:
         found = importances(study)
         print_importances(study, found)

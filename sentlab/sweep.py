@@ -48,6 +48,7 @@ class SweepCallback(Callback):
         from hydra.utils import get_class
 
         from sentlab import console, tracking
+        from sentlab.config import check_tracking
         from sentlab.errors import ConfigError
 
         console.quiet_dependencies()
@@ -55,12 +56,13 @@ class SweepCallback(Callback):
             sweeper = get_class(config.hydra.sweeper._target_)
         except Exception:  # a sweeper that cannot be loaded: Hydra says so when it instantiates it
             sweeper = None
-        if hasattr(sweeper, "check"):  # a sweeper that can check its settings (sentlab's Optuna sweeper) does it
-            try:  # here, before the sweep's parent run exists: bad input leaves no run behind
+        try:  # here, before the sweep's parent run exists: bad input leaves no run behind
+            check_tracking(config.tracking)  # tracking.promote: what the sweep's end does with its best run
+            if hasattr(sweeper, "check"):  # a sweeper that can check its settings (sentlab's Optuna sweeper) does it
                 sweeper.check(config)
-            except ConfigError as error:
-                print(f"sentlab: error: {error}", file=sys.stderr)
-                sys.exit(2)
+        except ConfigError as error:
+            print(f"sentlab: error: {error}", file=sys.stderr)
+            sys.exit(2)
         experiment_id = tracking.connect(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
@@ -115,7 +117,7 @@ class SweepCallback(Callback):
 
             comparison.report(client, config.runs_dir, sweep=self.parent_run_id)
         if config.tracking.get("registered_model") and summary["data"]["best"]:
-            register_best(config.tracking.registered_model, summary["data"]["best"]["run_id"])
+            register_best(config.tracking, summary["data"]["best"]["run_id"])
         client.set_terminated(self.parent_run_id, "FAILED" if summary["data"]["failed"] else "FINISHED")
         if summary["data"]["failed"]:
             sys.exit(1)  # after the whole sweep has run: a script or CI sees that some jobs failed
@@ -195,13 +197,13 @@ def _jobs(client, parent_run_id: str) -> list:
     return list({r.data.tags.get(tags.CONFIG_HASH, r.info.run_id): r for r in reversed(children)}.values())
 
 
-def register_best(name: str, run_id: str) -> None:
-    """Register the best run's model under `name` and point the alias `champion` at that version."""
-    from sentlab import mlflow_model
+def register_best(tracking, run_id: str) -> None:
+    """Register the best run's model under tracking.registered_model; the alias `champion` moves to that version
+    on evidence, as tracking.promote says (sentlab.promotion)."""
+    from sentlab import promotion
 
+    name = tracking.registered_model
     try:
-        version = mlflow_model.register(name, run_id, alias="champion")
+        promotion.register(name, run_id, tracking.get("promote", "better"), tracking.get("promote_margin", 0.01))
     except Exception as err:  # e.g. a reused run logged before runs logged models: the sweep itself is done
         print(f"registry: could not register run {run_id} as {name!r}: {str(err).splitlines()[0]}", file=sys.stderr)
-        return
-    print(f"registry: {name} version {version} (run {run_id}) is models:/{name}@champion")

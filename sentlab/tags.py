@@ -28,6 +28,12 @@ SUMMARY = "sentlab.summary"
 BEST_RUN_ID = "sentlab.best_run_id"
 BEST_RUN_NAME = "sentlab.best_run_name"
 
+# A registered model version made by a sweep: whether @champion moved to it, and why (sentlab.promotion)
+PROMOTION = "sentlab.promotion"  # promoted | refused; sentlab.promotion.<number>: the paired comparison's numbers
+PROMOTION_RULE = "sentlab.promotion_rule"  # tracking.promote: better | not_worse | always
+PROMOTION_REASON = "sentlab.promotion_reason"  # one line: the rule, the difference, its interval and p
+PROMOTION_AGAINST = "sentlab.promotion_against"  # the champion it was compared with ("version 3 (run ...)")
+
 # An evaluation of a trained run on other data (sentlab.evaluate)
 SOURCE_RUN_ID = "sentlab.source_run_id"
 EVALUATE = "sentlab.evaluate"

@@ -110,3 +110,22 @@ def test_importances_of_an_optuna_study_found_from_its_trial_runs(tmp_path, caps
     lonely = _study(storage, "lonely", trials=1)
     reason = effects.importances(lonely)
     assert isinstance(reason, str) and reason
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_reports_its_importances(tiny_models, train, runs_dir, capsys):
+    """The real path: sentlab's Optuna sweeper, then compare finds the study from the trial runs."""
+    from sentlab import compare, effects
+
+    train("-m", "sweep=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null",
+          *tiny_args(tiny_models, "bert"), *FAST)  # fmt: skip
+    capsys.readouterr()
+    assert compare.main(["--runs-dir", str(runs_dir), "--out", str(runs_dir / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "Optuna parameter importances of study" in out, out
+    if (runs_dir / "out" / effects.IMPORTANCES_CSV).exists():  # none when every trial scored the same
+        with open(runs_dir / "out" / effects.IMPORTANCES_CSV, newline="") as f:
+            assert {row["param"] for row in csv.DictReader(f)} == {"train.lr", "lora.r", "lora.dropout"}
+    else:
+        assert "scored" in out
+    assert "what mattered: val_f1_macro" in out and "train.lr" in out
