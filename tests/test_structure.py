@@ -21,10 +21,10 @@ LAYERS = [
     },
     {"models", "training", "reports", "multi_lora", "fused"},  # the model builder; the loop; a fused group
     {"classifier", "runs", "ranks"},  # a trained run as a classifier; a run's MLflow life; the DDP ranks
-    {"mlflow_model", "comparison"},  # a run's MLflow model; a sweep's runs compared
+    {"mlflow_model", "comparison", "onnx_model"},  # a run's MLflow model; a sweep's runs compared; ONNX
     {"pipeline", "sweep"},  # one job; a sweep's parent run and summary
     {"cli"},  # what the entry points outside Hydra share
-    {"train", "predict", "evaluate", "export", "compare"},  # entry points: python -m sentlab.X
+    {"train", "predict", "evaluate", "export", "compare", "demo"},  # entry points: python -m sentlab.X
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 ENTRY_POINTS = LAYERS[-1]
