@@ -5,13 +5,15 @@ ARGS   ?=
 PORT   ?= 5000
 SERVE_PORT ?= 5001
 RUN    ?=
+RUN2   ?=
+DEMO_PORT ?= 7860
 RUNS   ?= runs
 # the store of make ui / make server; e.g. make server STORE=postgresql+psycopg://USER@HOST:5432/DB
 STORE  ?= sqlite:///$(RUNS)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare test lint ui server serve bench clean
+.PHONY: help install train sweep compare test lint ui server serve demo bench clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +64,10 @@ serve: install  ## serve a run's model: RUN=<run id | runs:/ID/model | models:/N
 	@test -n "$(RUN)" || { echo "make serve: set RUN=<run id, runs:/ID/model or models:/NAME@champion>" >&2; exit 2; }
 	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI=$(STORE) $(VENV)/bin/mlflow models serve \
 		-m $(if $(findstring :/,$(RUN)),$(RUN),runs:/$(RUN)/model) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+
+demo: install  ## try a model in the browser: RUN=<run id | models:/NAME@champion> [RUN2=<a second model, side by side>]
+	@test -n "$(RUN)" || { echo "make demo: set RUN=<run id, runs:/ID/model or models:/NAME@champion>" >&2; exit 2; }
+	$(PY) -m sentlab.demo $(RUN) $(if $(RUN2),--compare $(RUN2)) --tracking-uri $(STORE) --port $(DEMO_PORT)
 
 bench: install  ## all benchmarks; each writes its results to docs/benchmarks/
 	$(PY) -m bench.seq_cls_speed

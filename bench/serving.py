@@ -1,13 +1,17 @@
 """What a run's MLflow model costs to log, and how fast `mlflow models serve` answers with it.
 
-    python -m bench.serving            # about 2 minutes on 2 CPU cores; writes docs/benchmarks/serving.md
+    python -m bench.serving            # about 5 minutes on 2 CPU cores; writes docs/benchmarks/serving.md
+    python -m bench.serving --quick    # serving only, a smaller run and fewer requests (about 2 minutes)
 
 1. Logging, per run: MiniLM runs on the demo data in one process (after a warm-up run), with
    sentlab.mlflow_model.log_model (the pyfunc: config, adapter, signature, input example) and log_inputs (the
    splits as MLflow datasets) timed; and log_inputs on the whole of SST-2 (67,349 train rows).
-2. Serving: a MiniLM run trained on a slice of SST-2, served by `mlflow models serve --env-manager local`
-   on 127.0.0.1; POST /invocations one request at a time with single SST-2 test sentences and with batches
-   of 32: requests/s and p50/p95 latency.
+2. Serving: a MiniLM run trained on a slice of SST-2, answered five ways side by side in one sitting, one
+   request at a time, single SST-2 test sentences and batches of 32 (requests/s, p50/p95 latency): a plain
+   transformers forward of the merged weights (fp32, what the model itself costs), ONNX Runtime on the
+   exported model.onnx (sentlab.export --onnx), the pyfunc in-process (mlflow.pyfunc.load_model, in the run's
+   precision and in fp32), and `mlflow models serve --env-manager local` on 127.0.0.1. The ways take turns
+   on each request, so that other work on the machine slows them alike.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ SERVE_ARGS = [
 ]
 RUNS = 3
 SINGLE, BATCHES, BATCH = 200, 30, 32
+QUICK = {"SINGLE": 40, "BATCHES": 6, "train": 160}  # --quick: fewer requests, a smaller run
 
 
 def _compose(overrides: list[str]):
@@ -101,37 +106,83 @@ def logging_cost(tmp: Path) -> dict:
     return result
 
 
-def serving(tmp: Path) -> dict:
-    """Latencies (s) of single texts and batches of BATCH through the served model."""
+def serving(tmp: Path, quick: bool) -> dict:
+    """Seconds per request of each way of answering (see the module's doc), single texts and batches of BATCH."""
     sys.path.insert(0, str(REPO / "tests"))
     from test_serving import invoke, served
 
+    from sentlab import export, mlflow_model
     from sentlab.data import load_data
 
     runs_dir = tmp / "serve_runs"
-    run_id = _run([*SERVE_ARGS, f"runs_dir={runs_dir}"])
+    args = [*SERVE_ARGS, *([f"data.max_samples.train={QUICK['train']}"] if quick else []), f"runs_dir={runs_dir}"]
+    run_id = _run(args)
     texts = load_data(_compose(["data=sst2", f"data.dir={SST2}"]).data).splits["test"]["text"]
     store = f"sqlite:///{runs_dir}/mlflow.db"
-    result = {"texts_chars": statistics.mean(len(t) for t in texts[:SINGLE])}
+    mlflow_model.use_store(store)
+    folder = tmp / "exported"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert export.main([run_id, str(folder), "--tracking-uri", store, "--onnx"]) == 0
+    ways = _in_process(run_id, folder)
+    single, batches = (QUICK["SINGLE"], QUICK["BATCHES"]) if quick else (SINGLE, BATCHES)
+    result = {"texts_chars": statistics.mean(len(t) for t in texts[:single])}
     with served(f"runs:/{run_id}/model", store, runs_dir / "serve.log") as url:
-        result["served"] = timings(lambda b: invoke(url, b), texts)
+        ways["served"] = lambda b: invoke(url, b)
+        result["ways"] = timings(ways, texts, single, batches)
     return result
 
 
-def timings(call, texts: list[str]) -> dict[str, list[float]]:
-    """Seconds per call of SINGLE single texts and of BATCHES batches of BATCH, one at a time, after a warm-up."""
-    runs = {
-        "single": [[t] for t in texts[:SINGLE]],
-        "batch": [texts[i * BATCH : (i + 1) * BATCH] for i in range(BATCHES)],
+def _in_process(run_id: str, folder: Path) -> dict:
+    """The ways of answering that run in this process, by name: a function of a list of texts each."""
+    import mlflow
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sentlab.onnx_model import OnnxClassifier
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    session = OnnxClassifier.session(folder / "model.onnx")
+    names = {i.name for i in session.get_inputs()}
+    max_length = 64
+
+    def plain(batch):
+        with torch.inference_mode():
+            encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            return model(**encoded).logits.softmax(-1)
+
+    def onnx_runtime(batch):
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        return session.run(["logits"], {k: v for k, v in encoded.items() if k in names})[0]
+
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    fp32 = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    fp32.unwrap_python_model().classifier.precision = "fp32"
+    return {
+        "transformers": plain,
+        "onnxruntime": onnx_runtime,
+        "pyfunc": lambda b: pyfunc.predict(pd.DataFrame({"text": b})),
+        "pyfunc_fp32": lambda b: fp32.predict(pd.DataFrame({"text": b})),
     }
-    result = {}
-    for kind, batches in runs.items():
-        call(batches[0])
-        result[kind] = []
-        for batch in batches:
-            start = time.perf_counter()
-            call(batch)
-            result[kind].append(time.perf_counter() - start)
+
+
+def timings(ways: dict, texts: list[str], single: int, batches: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per call, by way and kind (single texts, batches of BATCH), after a warm-up call each; the ways
+    take turns on each request."""
+    requests = {
+        "single": [[t] for t in texts[:single]],
+        "batch": [texts[i * BATCH : (i + 1) * BATCH] for i in range(batches)],
+    }
+    result = {name: {kind: [] for kind in requests} for name in ways}
+    for kind, calls in requests.items():
+        for call in ways.values():
+            call(calls[0])
+        for batch in calls:
+            for name, call in ways.items():
+                start = time.perf_counter()
+                call(batch)
+                result[name][kind].append(time.perf_counter() - start)
     return result
 
 
@@ -145,20 +196,17 @@ def _row(name: str, times: list[float], texts_per_request: int) -> str:
     )
 
 
-def write(cost: dict, serve: dict, bench_s: float, loads: tuple[float, float]) -> None:
-    from bench.sweep_overhead import machine
+WAYS = {
+    "transformers": "plain transformers forward, merged weights (fp32)",
+    "onnxruntime": "ONNX Runtime, model.onnx (sentlab.export --onnx)",
+    "pyfunc": "pyfunc in-process (the run's precision: train.precision=auto)",
+    "pyfunc_fp32": "pyfunc in-process, fp32",
+    "served": "`mlflow models serve` (HTTP, JSON)",
+}
 
-    lines = [
-        "# Serving a run's model, and what logging it costs per run",
-        "",
-        "```",
-        "python -m bench.serving      # also part of `make bench`",
-        "```",
-        "",
-        f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}; the whole benchmark took {bench_s / 60:.1f} "
-        f"min; 1-minute load average when it began: {loads[0]:.1f}, at its end: {loads[1]:.1f} (above 1, other "
-        "work shared the cores). Absolute figures differ between machines and runs: compare within this page.",
-        "",
+
+def _logging_lines(cost: dict) -> list[str]:
+    return [
         "## Logging the model and the data sets, per run",
         "",
         f"MiniLM runs on the demo data (`{' '.join(RUN_ARGS)}`), {RUNS} after a warm-up run, in one process; medians.",
@@ -175,33 +223,85 @@ def write(cost: dict, serve: dict, bench_s: float, loads: tuple[float, float]) -
         f"Model size in the store: {cost['model_mb']:.1f} MB a run (the base is referenced by its source, not "
         "copied; `tracking.log_model=merged` stores the full model instead).",
         "",
-        "## `mlflow models serve`",
+    ]
+
+
+def _serving_lines(serve: dict, quick: bool) -> list[str]:
+    ways, p50 = serve["ways"], lambda name, kind: statistics.median(serve["ways"][name][kind])
+    args = " ".join(SERVE_ARGS).replace(str(SST2), "../shared/data/sst2")
+    if quick:
+        args += f" data.max_samples.train={QUICK['train']}"
+    lines = [
+        "## Serving: the model, in-process, ONNX Runtime and `mlflow models serve` side by side",
         "",
-        f"A MiniLM run (`{' '.join(SERVE_ARGS).replace(str(SST2), '../shared/data/sst2')}`) served with "
-        "`mlflow models serve -m runs:/RUN_ID/model --env-manager local -h 127.0.0.1` (one uvicorn worker), the "
-        "client in another process on the same machine, one request at a time (after one warm-up request); "
-        f"SST-2 test sentences (mean {serve['texts_chars']:.0f} characters).",
+        f"A MiniLM run (`{args}`); `mlflow models serve -m runs:/RUN_ID/model --env-manager local -h 127.0.0.1` "
+        "(one uvicorn worker), the client in another process on the same machine. One request at a time, the "
+        "ways taking turns on each request (after one warm-up request each); SST-2 test sentences (mean "
+        f"{serve['texts_chars']:.0f} characters), truncated at 64 tokens.",
         "",
         "| | requests | requests/s | texts/s | p50 latency (ms) | p95 latency (ms) |",
         "|---|---:|---:|---:|---:|---:|",
-        _row("served, single text", serve["served"]["single"], 1),
-        _row(f"served, batch of {BATCH}", serve["served"]["batch"], BATCH),
+    ]
+    for kind, size in (("single", 1), ("batch", BATCH)):
+        for name, label in WAYS.items():
+            lines.append(
+                _row(f"{label}, {'single text' if size == 1 else f'batch of {BATCH}'}", ways[name][kind], size)
+            )
+    single = p50("served", "single") / p50("transformers", "single")
+    batch = p50("served", "batch") / p50("pyfunc", "batch")
+    lines += [
         "",
+        f"Goals (p50): served single text / plain transformers = **{single:.2f}x** (goal 2x); served batch of "
+        f"{BATCH} / in-process batch = **{batch:.2f}x** (goal 1.25x). ONNX Runtime / transformers: single "
+        f"{p50('onnxruntime', 'single') / p50('transformers', 'single'):.2f}x, batch "
+        f"{p50('onnxruntime', 'batch') / p50('transformers', 'batch'):.2f}x.",
+        "",
+    ]
+    return lines
+
+
+def write(cost: dict | None, serve: dict, bench_s: float, loads: tuple[float, float], quick: bool) -> None:
+    from bench.sweep_overhead import machine
+
+    command = "python -m bench.serving --quick" if quick else "python -m bench.serving      # also part of `make bench`"
+    lines = [
+        "# Serving a run's model, and what logging it costs per run",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the whole benchmark "
+        f"took {bench_s / 60:.1f} min; 1-minute load average when it began: {loads[0]:.1f}, at its end: "
+        f"{loads[1]:.1f} (above 1, other work shared the cores). Absolute figures differ between machines and "
+        "runs: compare within this page.",
+        "",
+        *(_logging_lines(cost) if cost else ["(`--quick`: the logging cost per run was not measured.)", ""]),
+        *_serving_lines(serve, quick),
     ]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="serving only, a smaller run and fewer requests")
+    quick = parser.parse_args().quick
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     began, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        print("logging cost per run ...", flush=True)
-        cost = logging_cost(Path(tmp))
-        print(f"  log_model {cost['log_model']:.2f} s, log_inputs {cost['log_inputs']:.2f} s\nserving ...", flush=True)
-        serve = serving(Path(tmp))
-    write(cost, serve, time.perf_counter() - began, (load, os.getloadavg()[0]))
+        cost = None
+        if not quick:
+            print("logging cost per run ...", flush=True)
+            cost = logging_cost(Path(tmp))
+            print(f"  log_model {cost['log_model']:.2f} s, log_inputs {cost['log_inputs']:.2f} s", flush=True)
+        print("serving ...", flush=True)
+        serve = serving(Path(tmp), quick)
+    write(cost, serve, time.perf_counter() - began, (load, os.getloadavg()[0]), quick)
+    print(OUT.read_text().split("## Serving", 1)[1])
     print(f"wrote {OUT}")
 
 

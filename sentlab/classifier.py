@@ -22,6 +22,7 @@ class Classifier:
         self.label_names = list(head.label_names)
         self.adapter = adapter  # on a base shared by several runs: the adapter to switch to (load_shared)
         self.precision = cfg.train.precision  # of its forward passes, as train.precision (auto: the hardware's)
+        self._started = None  # what the head's per-model setup was last done for (_start)
 
     def evaluate(self, texts: list[str], labels: list[int] | None = None, batch_size: int | None = None):
         """sentlab.training's Evaluation of texts (labels: ids into label_names, else the loss is meaningless):
@@ -40,12 +41,39 @@ class Classifier:
         return evaluation
 
     def log_probs(self, texts: list[str], batch_size: int | None = None):
-        """[n, n_labels] log-probabilities."""
+        """[n, n_labels] log-probabilities: the texts tokenized directly (no datasets per call), in batches sorted
+        by length, under torch.inference_mode; what predict and a served model run per request."""
         import numpy as np
+        import torch
 
-        if not texts:
-            return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        return self.evaluate(texts, batch_size=batch_size).log_probs
+        from sentlab.training import autocast, resolve_precision, to_device
+
+        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        if not len(texts):
+            return out
+        if self.adapter:
+            self.model.set_adapter(self.adapter)
+        device = self.model.device
+        precision = resolve_precision(self.precision, device, self.model)
+        features = self.head.features(list(texts))
+        order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
+        size = batch_size or self.cfg.train.eval_batch_size
+        with torch.inference_mode(), autocast(device, precision):
+            self._start(device, precision)
+            for start in range(0, len(order), size):
+                rows = order[start : start + size]
+                batch = self.head.collate([{**features[i], "label": 0} for i in rows])
+                _, scores = self.head.evaluate_batch(self.model, to_device(batch, device))
+                out[rows] = scores.float().cpu().numpy()
+        return out
+
+    def _start(self, device, precision: str) -> None:
+        """The head's once-per-model setup (e.g. contextual calibration's content-free scores), redone only when
+        the model, its adapter or the precision changed: not on every request."""
+        key = (id(self.model), self.adapter, precision)
+        if getattr(self, "_started", None) != key:
+            self.head.start_evaluation(self.model, device)
+            self._started = key
 
     def predict(self, texts: list[str], batch_size: int | None = None):
         """A DataFrame: label, probability, prob_<label> for every label; one row per text."""
@@ -106,6 +134,19 @@ def load(cfg, adapter: str | Path | None = None, merged: str | Path | None = Non
     head = _head(cfg, adapter)
     model = models.build(cfg, head, device, adapter, full_precision=full_precision).eval()
     return Classifier(model, head, cfg, temperature=calibration.load_temperature(adapter))
+
+
+def merged_for_serving(classifier: Classifier) -> Classifier:
+    """The classifier with its LoRA adapter folded into the base (peft's merge_and_unload: no adapter layers in
+    each forward, the same predictions within float rounding); a quantized base keeps its adapter, whose merge
+    would re-quantize the weights."""
+    from sentlab import adapters
+
+    model = classifier.model
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    if hasattr(model, "peft_config") and not quantized and not classifier.adapter:
+        classifier.model = adapters.merge(model).eval()
+    return classifier
 
 
 def load_shared(runs: list[tuple[str, object, str | None]]) -> list[Classifier]:

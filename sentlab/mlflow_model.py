@@ -50,6 +50,10 @@ class ModelFiles:
     def classifier(self, full_precision: bool = False) -> classifiers.Classifier:
         return classifiers.load(self.cfg, self.adapter, self.merged, full_precision=full_precision)
 
+    def serving_classifier(self) -> classifiers.Classifier:
+        """The classifier as predict and a served model use it: the adapter merged into its base where it can be."""
+        return classifiers.merged_for_serving(self.classifier())
+
     def held_out_texts(self) -> list[str]:
         """The texts logged as the model's input example (the run's first test texts)."""
         from mlflow.models import Model
@@ -100,9 +104,9 @@ def fetch(ref: str, dst: str) -> ModelFiles:
 
 
 def load(ref: str) -> classifiers.Classifier:
-    """The classifier of a run id, runs:/ or models:/ URI (what the pyfunc serves)."""
+    """The classifier of a run id, runs:/ or models:/ URI, as the pyfunc serves it (adapter merged)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return fetch(ref, tmp).classifier()
+        return fetch(ref, tmp).serving_classifier()
 
 
 def use_store(uri: str) -> None:
@@ -137,7 +141,7 @@ class SentlabModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         artifacts = context.artifacts
-        self.classifier = _files(Path(artifacts["config"]).parents[1], artifacts).classifier()
+        self.classifier = _files(Path(artifacts["config"]).parents[1], artifacts).serving_classifier()
 
     def predict(self, context, model_input, params=None):
         return self.classifier.predict(model_input["text"].tolist())

@@ -140,3 +140,51 @@ def test_prefix_tuning_exports_beside_the_base_and_refuses_merge(tiny_models, tr
     assert export.main([run.info.run_id, str(tmp_path / "b"), "--tracking-uri", uri, "--merge"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("sentlab.export: error: merge: virtual tokens")
+
+
+def test_onnx_export_predicts_as_pytorch(tiny_models, train, store, runs_dir, tmp_path, capsys):
+    """--onnx: the merged folder plus model.onnx, whose ONNX Runtime logits equal the merged PyTorch model's
+    within onnx_model.TOLERANCE, on texts of other lengths and batch sizes than the export traced."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sentlab import export, mlflow_model, onnx_model
+
+    train(*FAST, *tiny_args(tiny_models, "roberta"))
+    (run,) = all_runs(store())
+    out, uri = tmp_path / "onnx", f"sqlite:///{runs_dir}/mlflow.db"
+    capsys.readouterr()
+    assert export.main([run.info.run_id, str(out), "--tracking-uri", uri, "--onnx"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "model.onnx: ONNX Runtime's logits match PyTorch's on the same texts" in line, line
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    texts = [*TEXTS, "a much longer review that goes on and on about the kettle " * 3]
+    session = onnx_model.OnnxClassifier.session(out / onnx_model.FILE)
+    names = {i.name for i in session.get_inputs()}
+    for batch in (texts[:1], texts):
+        encoded = tokenizer(batch, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            expected = model(**encoded).logits.numpy()
+        got = session.run(["logits"], {k: v.numpy() for k, v in encoded.items() if k in names})[0]
+        assert np.abs(got - expected).max() <= onnx_model.TOLERANCE
+    classifier = mlflow_model.load(run.info.run_id)
+    classifier.precision = "fp32"
+    runtime = onnx_model.OnnxClassifier(out / onnx_model.FILE, classifier.head, classifier.cfg)
+    assert runtime.predict(texts)["label"].tolist() == classifier.predict(texts)["label"].tolist()
+    assert runtime.log_probs(texts) == pytest.approx(classifier.log_probs(texts), abs=1e-4)
+
+
+def test_onnx_export_refuses_a_generative_run(tiny_models, train, store, runs_dir, tmp_path, capsys):
+    from sentlab import export
+
+    words = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]
+    train(*FAST, *tiny_args(tiny_models, "gpt_neox"), *words)
+    (run,) = all_runs(store())
+    out = tmp_path / "onnx"
+    code = export.main([run.info.run_id, str(out), "--tracking-uri", f"sqlite:///{runs_dir}/mlflow.db", "--onnx"])
+    assert code == 2
+    assert "--onnx: head=generative is not exported to ONNX" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())

@@ -22,11 +22,11 @@ LAYERS = [
     {"models", "training", "reports", "multi_lora", "fused"},  # the model builder; the loop; a fused group
     {"classifier", "runs", "ranks"},  # a trained run as a classifier; a run's MLflow life; the DDP ranks
     # a run's MLflow model; a sweep's runs compared, example by example; what mattered in it; @champion on
-    # evidence; an exported run's model card
-    {"mlflow_model", "comparison", "error_analysis", "effects", "promotion", "modelcard"},
+    # evidence; an exported run's model card; a merged model as ONNX
+    {"mlflow_model", "comparison", "error_analysis", "effects", "promotion", "modelcard", "onnx_model"},
     {"pipeline", "sweep"},  # one job; a sweep's parent run and summary
     {"cli"},  # what the entry points outside Hydra share
-    {"train", "predict", "evaluate", "export", "compare"},  # entry points: python -m sentlab.X
+    {"train", "predict", "evaluate", "export", "compare", "demo"},  # entry points: python -m sentlab.X
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 ENTRY_POINTS = LAYERS[-1]

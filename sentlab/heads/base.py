@@ -37,6 +37,11 @@ class Head:
         """Tokenize a data split (columns text, label) into model features."""
         raise NotImplementedError
 
+    def features(self, texts: list[str]) -> list[dict]:
+        """Texts as model features, one dict per text (as `encode` gives them, without a label), tokenized
+        directly: what prediction runs per request (no datasets round trip)."""
+        raise NotImplementedError
+
     @staticmethod
     def map_text(split, tokenize):
         """`split.map(tokenize)` over batches of texts, in memory. Left to itself, datasets fingerprints a map by

@@ -103,6 +103,9 @@ class GenerativeHead(Head):
         """Prompt token ids per row (see prompt_ids)."""
         return self.map_text(split, lambda batch: {"input_ids": self.prompt_ids(batch["text"])})
 
+    def features(self, texts):
+        return [{"input_ids": ids} for ids in self.prompt_ids(list(texts))]
+
     def prompt_ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's prompt as token ids, the whole prompt tokenized as one string (as a user of the model
         would); a text too long for train.max_length (with the label word) is cut, keeping the template's end."""

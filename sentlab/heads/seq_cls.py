@@ -31,12 +31,14 @@ class SeqClsHead(Head):
         }
 
     def encode(self, split):
-        max_length = self.cfg.train.max_length
+        return self.map_text(split, lambda batch: self._tokenize(batch["text"]))
 
-        def tokenize(batch):
-            return self.tokenizer(batch["text"], truncation=True, max_length=max_length)
+    def features(self, texts):
+        encoded = self._tokenize(list(texts))
+        return [dict(zip(encoded.keys(), row)) for row in zip(*encoded.values())]
 
-        return self.map_text(split, tokenize)
+    def _tokenize(self, texts: list[str]):
+        return self.tokenizer(texts, truncation=True, max_length=self.cfg.train.max_length)
 
     def collate(self, features):
         return self._pad(features)  # "label" becomes "labels"
