@@ -124,13 +124,6 @@ def model_uri(ref: str) -> str:
     return ref if ref.startswith(("runs:/", "models:/")) else f"runs:/{ref}/{ARTIFACT}"
 
 
-def register(name: str, run_id: str, alias: str) -> str:
-    """Register a run's model under `name` and point `alias` at the new version; the version."""
-    version = mlflow.register_model(model_uri(run_id), name)
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
-    return version.version
-
-
 # -- the pyfunc -------------------------------------------------------------------------------------
 
 

@@ -116,6 +116,9 @@ def register(name: str, run_id: str, rule: str = "better", margin: float = 0.01)
     client = mlflow_model.mlflow.MlflowClient()
     source = client.get_run(run_id).data.tags.get(tags.REUSES, run_id)
     before = current_champion(client, name)
+    if before is not None and before.run_id == source:  # e.g. the same sweep run again: nothing new to register
+        print(f"registry: run {source} is already models:/{name}@{ALIAS} (version {before.version})")
+        return before.version, Verdict(True, "already the champion")
     version = mlflow_model.mlflow.register_model(mlflow_model.model_uri(source), name).version
     if before is None:
         verdict = Verdict(True, "the first champion of this model")

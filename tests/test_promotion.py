@@ -91,6 +91,9 @@ def test_champion_moves_only_on_evidence(tiny_models, train, store, tmp_path, ca
     assert float(better.tags["sentlab.promotion.ci_low"]) > 0
     assert "registry: reviews version 3" in out and "is models:/reviews@champion: promote=better" in out
 
+    client, same, out = sweep("lora.r=8")  # the same sweep again: its best run is the champion already
+    assert int(same.version) == 3 and f"run {better.run_id} is already models:/reviews@champion" in out
+
 
 @pytest.mark.slow
 def test_other_test_sets_are_refused_unless_always(tiny_models, train, store, capsys):
