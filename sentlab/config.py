@@ -312,8 +312,9 @@ def data_dir(data: dict) -> Path:
     return Path(data["dir"]).expanduser().resolve()  # relative to the current directory
 
 
-def check_data(data) -> None:
-    """Cheap checks of a data config, reading no rows: labels, columns, splits, files that exist."""
+def check_data(data, needed: tuple[str, ...] = ("train", "test")) -> None:
+    """Cheap checks of a data config, reading no rows: labels, columns, splits, files that exist. `needed`: the
+    splits that must be given (an evaluation needs only test)."""
     data = data_settings(data)
     names = data["label_names"]
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
@@ -336,21 +337,21 @@ def check_data(data) -> None:
             )
 
     if data["dir"] is not None:
-        wanted = _check_files(data)
+        wanted = _check_files(data, needed)
     elif data["hub_id"] is not None:
-        wanted = _check_hub_splits(data)
+        wanted = _check_hub_splits(data, needed)
     else:
         raise ConfigError(
             f"data.dir: no data source for data '{data['name']}': data.dir and data.hub_id are both null "
             "(set data.dir to the folder that holds the data files, or data.hub_id to a hub data set)"
         )
-    if "val" not in wanted and not 0 < data["val_fraction"] < 1:
+    if "train" in needed and "val" not in wanted and not 0 < data["val_fraction"] < 1:
         raise ConfigError(
             f"data.val_fraction: must be between 0 and 1 to carve val from train, got {data['val_fraction']}"
         )
 
 
-def _check_files(data: dict) -> set[str]:
+def _check_files(data: dict, needed: tuple[str, ...]) -> set[str]:
     """Check that the folder and every configured file exist; return the splits given."""
     folder = data_dir(data)
     if folder.is_file():
@@ -379,7 +380,7 @@ def _check_files(data: dict) -> set[str]:
                     f"{setting}: file not found: {folder / file_name} "
                     f"(set data.dir to the folder that holds it, or {setting} to its name)"
                 )
-    for split in ("train", "test"):
+    for split in needed:
         if split not in files:
             raise ConfigError(
                 f"data.files.{split}: no {split} file given (set data.files.{split} to a file in {folder})"
@@ -387,12 +388,12 @@ def _check_files(data: dict) -> set[str]:
     return set(files)
 
 
-def _check_hub_splits(data: dict) -> set[str]:
+def _check_hub_splits(data: dict, needed: tuple[str, ...]) -> set[str]:
     hub_splits = {split: name for split, name in data["hub_splits"].items() if name is not None}
     for split in hub_splits:
         if split not in SPLITS:
             raise ConfigError(f"data.hub_splits.{split}: unknown split '{split}' (use train, val and test)")
-    for split in ("train", "test"):
+    for split in needed:
         if split not in hub_splits:
             raise ConfigError(
                 f"data.hub_splits.{split}: no {split} split given (set it to a split of {data['hub_id']}, e.g. {split})"
