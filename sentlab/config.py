@@ -43,25 +43,37 @@ def compose(overrides: list[str] = ()):
 def check_group_choices(argv: list[str]) -> None:
     """An unknown option of a config group (`backbone=llama9`) as one line naming the choices, before Hydra
     starts (Hydra's own message is a paragraph). Values of a sweep (`backbone=a,b`) are checked one by one;
-    Hydra's own groups (hydra/launcher=..., options that plugins add) are left to Hydra."""
+    Hydra's own groups (hydra/launcher=..., options that plugins add) are left to Hydra. A user's config folders
+    (--config-dir, hydra.searchpath) add their options; a search path Hydra alone can read leaves it all to Hydra."""
+    dirs = config_dirs(argv)
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        folder = CONF_DIR / key
-        if (
-            not sep
-            or key.startswith("hydra")
-            or not folder.is_dir()
-            or not value
-            or value == "null"
-            or value[0] in "[("
-        ):
+        folders = [d / key for d in dirs or () if (d / key).is_dir()]
+        if not sep or key.startswith(("hydra", "-")) or not folders or not value or value == "null" or value[0] in "[(":
             continue
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
+        choices = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         values = value.removeprefix("choice(").removesuffix(")").split(",")
         for unknown in [v.strip() for v in values if v.strip() not in choices]:
-            raise ConfigError(
-                f"{key}: no option '{unknown}' in sentlab/conf/{key}/ (choose one of: {', '.join(choices)})"
-            )
+            where = " or ".join(f"{d}/{key}/" for d in ["sentlab/conf", *map(str, dirs[1:])])
+            raise ConfigError(f"{key}: no option '{unknown}' in {where} (choose one of: {', '.join(choices)})")
+
+
+def config_dirs(argv: list[str]) -> list[Path] | None:
+    """sentlab's conf/, then the folders a command line adds (--config-dir/-cd DIR, hydra.searchpath=[file://DIR]);
+    None when the search path has an entry that is no folder here (pkg://...)."""
+    dirs = [CONF_DIR]
+    for i, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        if name in ("--config-dir", "-cd"):
+            value = value if sep else (argv[i + 1] if i + 1 < len(argv) else "")
+            dirs.append(Path(value))
+        elif name.lstrip("+") == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if not entry.startswith("file://") and entry:
+                    return None
+                dirs.append(Path(entry.removeprefix("file://")))
+    return dirs
 
 
 def with_max_length(cfg, limit: int | None):

@@ -24,7 +24,7 @@ LAYERS = [
     {"mlflow_model", "comparison"},  # a run's MLflow model; a sweep's runs compared
     {"pipeline", "sweep"},  # one job; a sweep's parent run and summary
     {"cli"},  # what the entry points outside Hydra share
-    {"train", "predict", "evaluate", "export", "compare"},  # entry points: python -m sentlab.X
+    {"train", "predict", "evaluate", "export", "compare", "init"},  # entry points: python -m sentlab.X
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 ENTRY_POINTS = LAYERS[-1]
