@@ -45,11 +45,12 @@ EXPERIMENT = """\
 defaults:
   - override /backbone: minilm      # the packaged all-MiniLM-L6-v2; e.g. roberta, or a backbone file of yours
   - override /head: seq_cls
-  - override /data: my_reviews      # conf/data/my_reviews.yaml, yours
+  - override /data: my_reviews      # conf/data/my_reviews.yaml, yours (or sentlab's `csv`, set under data: below)
 
 lora: {r: 8, alpha: 16, dropout: 0.1}
 train: {epochs: 3, lr: 5e-4, batch_size: 16, max_length: 128}
 tracking: {experiment: my_project}  # the MLflow experiment, in runs/mlflow.db (`mlflow ui --backend-store-uri ...`)
+# with `override /data: csv`:  data: {dir: data, files: {val: null}, label_names: [negative, neutral, positive]}
 """
 
 NEXT_STEPS = """\
