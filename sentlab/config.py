@@ -45,25 +45,37 @@ def compose(overrides: list[str] = ()):
 def check_group_choices(argv: list[str]) -> None:
     """An unknown option of a config group (`backbone=llama9`) as one line naming the choices, before Hydra
     starts (Hydra's own message is a paragraph). Values of a sweep (`backbone=a,b`) are checked one by one;
-    Hydra's own groups (hydra/launcher=..., options that plugins add) are left to Hydra."""
+    Hydra's own groups (hydra/launcher=..., options that plugins add) are left to Hydra. A user's config folders
+    (--config-dir, hydra.searchpath) add their options; a search path Hydra alone can read leaves it all to Hydra."""
+    dirs = config_dirs(argv)
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        folder = CONF_DIR / key
-        if (
-            not sep
-            or key.startswith("hydra")
-            or not folder.is_dir()
-            or not value
-            or value == "null"
-            or value[0] in "[("
-        ):
+        folders = [d / key for d in dirs or () if (d / key).is_dir()]
+        if not sep or key.startswith(("hydra", "-")) or not folders or not value or value == "null" or value[0] in "[(":
             continue
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
+        choices = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         values = value.removeprefix("choice(").removesuffix(")").split(",")
         for unknown in [v.strip() for v in values if v.strip() not in choices]:
-            raise ConfigError(
-                f"{key}: no option '{unknown}' in sentlab/conf/{key}/ (choose one of: {', '.join(choices)})"
-            )
+            where = " or ".join(f"{d}/{key}/" for d in ["sentlab/conf", *map(str, dirs[1:])])
+            raise ConfigError(f"{key}: no option '{unknown}' in {where} (choose one of: {', '.join(choices)})")
+
+
+def config_dirs(argv: list[str]) -> list[Path] | None:
+    """sentlab's conf/, then the folders a command line adds (--config-dir/-cd DIR, hydra.searchpath=[file://DIR]);
+    None when the search path has an entry that is no folder here (pkg://...)."""
+    dirs = [CONF_DIR]
+    for i, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        if name in ("--config-dir", "-cd"):
+            value = value if sep else (argv[i + 1] if i + 1 < len(argv) else "")
+            dirs.append(Path(value))
+        elif name.lstrip("+") == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if not entry.startswith("file://") and entry:
+                    return None
+                dirs.append(Path(entry.removeprefix("file://")))
+    return dirs
 
 
 def with_max_length(cfg, limit: int | None):
@@ -330,8 +342,9 @@ def data_dir(data: dict) -> Path:
     return Path(data["dir"]).expanduser().resolve()  # relative to the current directory
 
 
-def check_data(data) -> None:
-    """Cheap checks of a data config, reading no rows: labels, columns, splits, files that exist."""
+def check_data(data, needed: tuple[str, ...] = ("train", "test")) -> None:
+    """Cheap checks of a data config, reading no rows: labels, columns, splits, files that exist. `needed`: the
+    splits that must be given (an evaluation needs only test)."""
     data = data_settings(data)
     names = data["label_names"]
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
@@ -354,21 +367,21 @@ def check_data(data) -> None:
             )
 
     if data["dir"] is not None:
-        wanted = _check_files(data)
+        wanted = _check_files(data, needed)
     elif data["hub_id"] is not None:
-        wanted = _check_hub_splits(data)
+        wanted = _check_hub_splits(data, needed)
     else:
         raise ConfigError(
             f"data.dir: no data source for data '{data['name']}': data.dir and data.hub_id are both null "
             "(set data.dir to the folder that holds the data files, or data.hub_id to a hub data set)"
         )
-    if "val" not in wanted and not 0 < data["val_fraction"] < 1:
+    if "train" in needed and "val" not in wanted and not 0 < data["val_fraction"] < 1:
         raise ConfigError(
             f"data.val_fraction: must be between 0 and 1 to carve val from train, got {data['val_fraction']}"
         )
 
 
-def _check_files(data: dict) -> set[str]:
+def _check_files(data: dict, needed: tuple[str, ...]) -> set[str]:
     """Check that the folder and every configured file exist; return the splits given."""
     folder = data_dir(data)
     if folder.is_file():
@@ -397,7 +410,7 @@ def _check_files(data: dict) -> set[str]:
                     f"{setting}: file not found: {folder / file_name} "
                     f"(set data.dir to the folder that holds it, or {setting} to its name)"
                 )
-    for split in ("train", "test"):
+    for split in needed:
         if split not in files:
             raise ConfigError(
                 f"data.files.{split}: no {split} file given (set data.files.{split} to a file in {folder})"
@@ -405,12 +418,12 @@ def _check_files(data: dict) -> set[str]:
     return set(files)
 
 
-def _check_hub_splits(data: dict) -> set[str]:
+def _check_hub_splits(data: dict, needed: tuple[str, ...]) -> set[str]:
     hub_splits = {split: name for split, name in data["hub_splits"].items() if name is not None}
     for split in hub_splits:
         if split not in SPLITS:
             raise ConfigError(f"data.hub_splits.{split}: unknown split '{split}' (use train, val and test)")
-    for split in ("train", "test"):
+    for split in needed:
         if split not in hub_splits:
             raise ConfigError(
                 f"data.hub_splits.{split}: no {split} split given (set it to a split of {data['hub_id']}, e.g. {split})"

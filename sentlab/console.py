@@ -8,6 +8,8 @@ ConsoleFilter, only sentlab's own lines and other libraries' real warnings to th
 from __future__ import annotations
 
 import logging
+import re
+from contextlib import contextmanager
 
 # Messages (substrings) that are expected here and say nothing to a user: kept out of the console, kept in the log.
 KNOWN_NOISE = (
@@ -44,6 +46,37 @@ def quiet_dependencies() -> None:
     mlflow.handlers.clear()
     mlflow.propagate = True
     logging.captureWarnings(True)
+
+
+class _NoNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(noise in record.getMessage() for noise in KNOWN_NOISE)
+
+
+@contextmanager
+def quiet_loading():
+    """Load a model as quietly in anyone's Python (a notebook, a script, `mlflow models serve`) as in a run: no weight
+    loading bars, no load report, no known warning; transformers' settings as they were afterwards."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    noise = _NoNoise()
+    loggers = [logging.getLogger(name) for name in ("transformers.modeling_utils", "transformers")]
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        with warnings.catch_warnings():
+            for message in KNOWN_NOISE:
+                warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def run_cli(main) -> None:

@@ -44,7 +44,7 @@ class SentimentData:
     source: str  # the hub id (with subset), or the resolved local folder
     label_names: list[str]  # index = label id
     label_words: list[str]  # verbalizers for the generative head
-    splits: dict[str, datasets.Dataset]  # "train", "val", "test"; columns "text" and "label"
+    splits: dict[str, datasets.Dataset]  # "train", "val", "test" (or those asked for); columns "text" and "label"
     dropped: dict[str, int]  # per split: rows dropped because their text was empty or not a string
 
     @property
@@ -52,10 +52,14 @@ class SentimentData:
         return Labels(self.label_names, self.label_words)
 
 
-def load_data(cfg) -> SentimentData:
-    """Load the data set a data config describes (cfg is the `data` node of the run config)."""
+def load_data(cfg, only: tuple[str, ...] | None = None) -> SentimentData:
+    """Load the data set a data config describes (cfg is the `data` node of the run config): train, val and test,
+    or `only` the splits named (an evaluation reads its test split alone, and needs no other file)."""
     cfg = data_settings(cfg)
-    check_data(cfg)
+    if only is not None:  # the other splits' files are neither checked nor read
+        cfg["files"] = {split: name for split, name in cfg["files"].items() if split in only}
+        cfg["hub_splits"] = {split: name for split, name in cfg["hub_splits"].items() if split in only}
+    check_data(cfg, needed=only or ("train", "test"))
     if cfg["dir"] is not None:
         source = str(data_dir(cfg))
         raw = _read_files(cfg)
@@ -78,22 +82,18 @@ def load_data(cfg) -> SentimentData:
         if len(splits[split]) == 0:
             raise ConfigError(f"data: split '{split}' is empty after dropping empty rows ({where})")
 
-    present = set(splits["train"].unique("label"))
-    if len(present) < len(cfg["label_names"]):
-        absent = [name for i, name in enumerate(cfg["label_names"]) if i not in present]
-        log.warning(
-            f"data {cfg['name']}: no train rows of {show(absent)}: the model cannot learn to predict "
-            f"{'it' if len(absent) == 1 else 'them'} (check data.label_column and data.label_names)"
-        )
-    if "val" not in splits:
-        splits["train"], splits["val"] = _carve_val(splits["train"], cfg)
-        dropped["val"] = 0
+    if only is None:
+        _warn_absent_labels(splits["train"], cfg)
+        if "val" not in splits:
+            splits["train"], splits["val"] = _carve_val(splits["train"], cfg)
+            dropped["val"] = 0
 
     for split, n in cfg["max_samples"].items():
-        if n is not None and n < len(splits[split]):  # seeded shuffle, then the first n rows
+        if n is not None and split in splits and n < len(splits[split]):  # seeded shuffle, then the first n rows
             splits[split] = splits[split].shuffle(seed=cfg["seed"]).select(range(n))
 
-    splits = {split: splits[split] for split in SPLITS}
+    kept = only or SPLITS
+    splits = {split: splits[split] for split in kept}
     log.debug(
         "data %s from %s: %s rows", cfg["name"], source, ", ".join(f"{split} {len(ds)}" for split, ds in splits.items())
     )
@@ -103,8 +103,18 @@ def load_data(cfg) -> SentimentData:
         label_names=list(cfg["label_names"]),
         label_words=list(cfg["label_words"] or cfg["label_names"]),
         splits=splits,
-        dropped={split: dropped[split] for split in SPLITS},
+        dropped={split: dropped[split] for split in kept},
     )
+
+
+def _warn_absent_labels(train: datasets.Dataset, cfg: dict) -> None:
+    present = set(train.unique("label"))
+    if len(present) < len(cfg["label_names"]):
+        absent = [name for i, name in enumerate(cfg["label_names"]) if i not in present]
+        log.warning(
+            f"data {cfg['name']}: no train rows of {show(absent)}: the model cannot learn to predict "
+            f"{'it' if len(absent) == 1 else 'them'} (check data.label_column and data.label_names)"
+        )
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
     python -m sentlab.evaluate RUN_ID data=rotten_tomatoes data.dir=../shared/data/rotten_tomatoes
     python -m sentlab.evaluate models:/reviews@champion data=sst2 data.dir=../shared/data/sst2 data.max_samples.test=500
     python -m sentlab.evaluate RUN_ID data=csv data.dir=my_reviews label_map.pos=positive label_map.neg=negative
+    python -m sentlab.evaluate RUN_ID data=csv data.dir=held_out/tweets.csv   # a lone labelled file: its test split
 
-The data is composed as for training (`data=<group>` and `data.*` keys) and its test split is classified by the
-run's model. The data's label names must be labels of the run (by name), or be mapped onto them with
+The data is composed as for training (`data=<group>` and `data.*` keys) and its test split alone is read (no
+train or val file needed; `data.dir` may be the lone labelled file itself) and classified by the run's model.
+The data's label names must be labels of the run (by name), or be mapped onto them with
 `label_map.<data label>=<run label>`; else a one-line error. The evaluation is logged in the source run's
 experiment, tagged `sentlab.source_run_id`: test_* metrics (macro averages over the run's labels; test_ece
 and test_nll of the probabilities at the run's temperature), the confusion matrix, the reliability diagram, the
@@ -58,8 +60,22 @@ def compose_data(overrides: list[str]):
         cfg = config.compose(overrides)
     except HydraException as err:
         raise ConfigError(f"{' '.join(overrides)}: {str(err).splitlines()[0]}") from None
-    config.check_data(cfg.data)
+    only_the_test_split(cfg.data)
+    config.check_data(cfg.data, needed=("test",))
     return cfg
+
+
+def only_the_test_split(data) -> None:
+    """An evaluation reads the test split alone: the other splits' files are dropped from the data node (they need
+    not exist), and a data.dir that is a file is that lone test file."""
+    from pathlib import Path
+
+    if data.get("dir") and Path(data.dir).expanduser().is_file():
+        file = Path(data.dir).expanduser()
+        data.dir, data.files = str(file.parent), {"test": file.name}
+    for splits in ("files", "hub_splits"):
+        if data.get(splits):
+            data[splits] = {"test": data[splits].get("test")}
 
 
 def evaluate(ref: str, cfg, label_map: dict[str, str], tracking_uri: str) -> str:
@@ -72,7 +88,7 @@ def evaluate(ref: str, cfg, label_map: dict[str, str], tracking_uri: str) -> str
         files = mlflow_model.fetch(ref, tmp)
         run_names = list(files.cfg.data.label_names)
         mapping = label_mapping(list(cfg.data.label_names), run_names, label_map)
-        data = load_data(cfg.data)
+        data = load_data(cfg.data, only=("test",))
         classifier = files.classifier()
     test = data.splits["test"]
     test_ids = [mapping[y] for y in test["label"]]

@@ -7,8 +7,11 @@ through sentlab.models, so sentlab must be importable where the model loads (e.g
 serve --env-manager local`). `tracking.log_model=merged` logs the adapter folded into the
 full-precision base instead: self-contained, base-sized.
 
-Given a DataFrame with a `text` column the model returns, per row, `label`, its `probability`, and
-`prob_<label>` for every label (a generative run scores its label words; never free text).
+Given a DataFrame with a `text` column the model returns, as MLflow's classifiers do, one label per row (an
+array: what `mlflow.models.evaluate(..., model_type="classifier")` takes); the inference parameter
+`predict_method` asks for more, as for mlflow.sklearn's models: `predict_proba` gives `prob_<label>` for every
+label, `predict_table` the label, its `probability` and every `prob_<label>` (a generative run scores its label
+words; never free text). Loading is quiet: transformers' load report, weight bars and known warnings stay out.
 sentlab.predict, export, evaluate and `mlflow models serve` all reach a run's classifier through `fetch`/`load`.
 """
 
@@ -104,8 +107,10 @@ def fetch(ref: str, dst: str) -> ModelFiles:
 
 
 def load(ref: str) -> classifiers.Classifier:
-    """The classifier of a run id, runs:/ or models:/ URI, as the pyfunc serves it (adapter merged)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """The classifier of a run id, runs:/ or models:/ URI, as the pyfunc serves it (adapter merged), loaded quietly."""
+    from sentlab import console
+
+    with tempfile.TemporaryDirectory() as tmp, console.quiet_loading():
         return fetch(ref, tmp).serving_classifier()
 
 
@@ -127,17 +132,32 @@ def model_uri(ref: str) -> str:
 # -- the pyfunc -------------------------------------------------------------------------------------
 
 
+PREDICT_METHODS = ("predict", "predict_proba", "predict_table")  # the pyfunc's params={"predict_method": ...}
+
+
 class SentlabModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc: rebuilds the classifier from its artifacts; DataFrame[text] -> label and probabilities."""
+    """The pyfunc: rebuilds the classifier from its artifacts; DataFrame[text] -> labels (or probabilities, or both:
+    params predict_method)."""
 
     _skip_type_hint_validation = True  # the signature is given at logging (else MLflow warns: no type hints)
 
     def load_context(self, context):
+        from sentlab import console
+
         artifacts = context.artifacts
-        self.classifier = _files(Path(artifacts["config"]).parents[1], artifacts).serving_classifier()
+        with console.quiet_loading():
+            self.classifier = _files(Path(artifacts["config"]).parents[1], artifacts).serving_classifier()
 
     def predict(self, context, model_input, params=None):
-        return self.classifier.predict(model_input["text"].tolist())
+        method = (params or {}).get("predict_method") or "predict"
+        if method not in PREDICT_METHODS:
+            raise ValueError(f"predict_method: unknown value {method!r} (one of: {', '.join(PREDICT_METHODS)})")
+        table = self.classifier.predict(model_input["text"].tolist())
+        if method == "predict":
+            return table["label"].to_numpy()  # as mlflow.sklearn's classifiers: served as a plain list of labels
+        if method == "predict_proba":
+            return table[[f"prob_{name}" for name in self.classifier.label_names]]
+        return table
 
 
 class _Pyfunc:
@@ -165,11 +185,13 @@ def log_model(run, cfg, data):
     registers a single run's model (a sweep registers its best run's when it ends, sentlab.sweep)."""
     import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    outputs = [ColSpec("string", "label"), ColSpec("double", "probability")]
-    outputs += [ColSpec("double", f"prob_{name}") for name in data.label_names]
-    signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "text")]),
+        outputs=Schema([ColSpec("string", "label")]),  # the default predict_method's; the others add columns
+        params=ParamSchema([ParamSpec("predict_method", "string", "predict")]),
+    )
     example = pd.DataFrame({"text": data.splits["test"]["text"][:EXAMPLE_ROWS]})
     register = cfg.tracking.get("registered_model") if run.parent is None else None
     artifacts = {"config": run.artifact_uri("config.yaml")}

@@ -12,16 +12,20 @@ import pytest
 from conftest import FAST, REPO, all_runs, tiny_args
 
 TEXTS = ["a fine kettle, works well", "broke after a day", "it is okay"]
-# In a fresh interpreter: load a model URI with MLflow alone and print its predictions as JSON.
+# In a fresh interpreter: load a model URI with MLflow alone and print its predictions as JSON: the labels (what
+# predict returns by default), then the table (label, probability, prob_<label>: params predict_method).
 FRESH = """import json, sys
 import mlflow, pandas as pd
 mlflow.set_tracking_uri(sys.argv[1])
 model = mlflow.pyfunc.load_model(sys.argv[2])
-print(model.predict(pd.DataFrame({"text": json.loads(sys.argv[3])})).to_json(orient="records"))
+texts = pd.DataFrame({"text": json.loads(sys.argv[3])})
+table = model.predict(texts, params={"predict_method": "predict_table"})
+print(json.dumps({"labels": model.predict(texts).tolist(), "table": table.to_dict(orient="records")}))
 """
 
 
-def predict_in_fresh_process(uri: str, model_uri: str, texts: list[str]) -> list[dict]:
+def predict_in_fresh_process(uri: str, model_uri: str, texts: list[str]) -> tuple[dict, str]:
+    """The fresh process's predictions, and what it wrote on stderr."""
     out = subprocess.run(
         [sys.executable, "-c", FRESH, uri, model_uri, json.dumps(texts)],
         cwd=REPO,
@@ -31,7 +35,7 @@ def predict_in_fresh_process(uri: str, model_uri: str, texts: list[str]) -> list
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
 @pytest.mark.parametrize("arch,head", [("bert", "seq_cls"), ("gpt_neox", "generative")])
@@ -52,21 +56,52 @@ def test_pyfunc_round_trip_in_a_fresh_process(arch, head, tiny_models, train, st
     assert logged.name == "model"  # MLflow 3's logged model: the UI's Models column
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
     assert info.signature.inputs.input_names() == ["text"]
-    assert info.signature.outputs.input_names() == [
-        "label",
-        "probability",
-        "prob_negative",
-        "prob_neutral",
-        "prob_positive",
-    ]
+    assert info.signature.outputs.input_names() == ["label"]
+    assert [(p.name, p.default) for p in info.signature.params.params] == [("predict_method", "predict")]
     size = sum(f.stat().st_size for f in (runs_dir / "mlartifacts" / "models").rglob("*") if f.is_file())
     assert size < 5 * 2**20  # the base is referenced, not copied
 
-    fresh = predict_in_fresh_process(uri, f"runs:/{run.info.run_id}/model", TEXTS)
+    fresh, stderr = predict_in_fresh_process(uri, f"runs:/{run.info.run_id}/model", TEXTS)
     here = mlflow_model.load(run.info.run_id).predict(TEXTS)
-    assert [r["label"] for r in fresh] == list(here["label"])
+    assert fresh["labels"] == list(here["label"])
+    table = fresh["table"]
+    assert [r["label"] for r in table] == list(here["label"])
     for name in ("probability", "prob_negative", "prob_neutral", "prob_positive"):
-        assert [r[name] for r in fresh] == pytest.approx(list(here[name]), abs=1e-6), name
+        assert [r[name] for r in table] == pytest.approx(list(here[name]), abs=1e-6), name
+    for noise in ("LOAD REPORT", "FutureWarning", "Loading weights"):  # loading is as quiet as a run
+        assert noise not in stderr, stderr[-2000:]
+
+
+def test_mlflow_evaluate_equals_sentlab_test_metrics(tiny_models, train, store, runs_dir):
+    """MLflow's own classifier evaluation of a run's model, on the run's test rows, reads sentlab's numbers."""
+    import mlflow
+    import pandas as pd
+
+    from sentlab import config, mlflow_model
+    from sentlab.data import load_data
+
+    train(*tiny_args(tiny_models, "bert"), *FAST, "train.epochs=2")
+    (run,) = all_runs(store())
+    mlflow.set_tracking_uri(f"sqlite:///{runs_dir}/mlflow.db")
+    test = load_data(config.compose(FAST).data).splits["test"]  # the run's test rows (seeded)
+    names = test.features["label"].names
+    rows = pd.DataFrame({"text": test["text"], "label": [names[y] for y in test["label"]]})
+    model_uri = f"runs:/{run.info.run_id}/model"
+    assert mlflow.pyfunc.load_model(model_uri).predict(rows[["text"]]).ndim == 1  # MLflow's classifiers' labels
+
+    with mlflow.start_run(experiment_id=run.info.experiment_id):
+        result = mlflow.models.evaluate(
+            model_uri,
+            rows,
+            targets="label",
+            model_type="classifier",
+            evaluator_config={"average": "macro", "label_list": names},  # sentlab's f1_macro, over every label
+        )
+    logged = run.data.metrics
+    assert result.metrics["accuracy_score"] == pytest.approx(logged["test_accuracy"], abs=1e-9)
+    assert result.metrics["f1_score"] == pytest.approx(logged["test_f1_macro"], abs=1e-9)
+    assert result.metrics["recall_score"] == pytest.approx(logged["test_recall_macro"], abs=1e-9)
+    assert mlflow_model.PREDICT_METHODS[0] == "predict"
 
 
 def test_merged_model_predicts_as_the_adapter(tiny_models, train, store, runs_dir):

@@ -1,6 +1,6 @@
 """`mlflow models serve` (what `make serve` runs) on 127.0.0.1, started and stopped by its pid: POST /invocations
-answers with the labels and probabilities of in-process prediction, for a run's model (the packaged MiniLM) and
-for a registered model by its alias."""
+answers with the labels (with params predict_method=predict_table, the probabilities too) of in-process prediction,
+for a run's model (the packaged MiniLM) and for a registered model by its alias."""
 
 from __future__ import annotations
 
@@ -47,8 +47,10 @@ def served(model_uri: str, store_uri: str, log_path: Path, timeout_s: float = 18
         yield url
 
 
-def invoke(url: str, texts: list[str]) -> list[dict]:
-    body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
+def invoke(url: str, texts: list[str], method: str | None = "predict_table") -> list:
+    """The served answers: the table (label, probability, prob_<label>) per text, or a label per text (method=None)."""
+    params = {"params": {"predict_method": method}} if method else {}
+    body = json.dumps({"dataframe_records": [{"text": t} for t in texts], **params}).encode()
     request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as answer:
         return json.loads(answer.read())["predictions"]
@@ -68,6 +70,8 @@ def test_served_model_answers_like_in_process(train, store, runs_dir):
         with served(model_uri, uri, runs_dir / "serve.log") as url:
             answers = invoke(url, TEXTS)
             one = invoke(url, TEXTS[:1])
+            labels = invoke(url, TEXTS, method=None)
+        assert labels == [e["label"] for e in expected], model_uri  # MLflow's classifier output: the labels
         assert [a["label"] for a in answers] == [e["label"] for e in expected], model_uri
         for answer, row in zip(answers, expected):
             assert answer.keys() == row.keys()

@@ -26,7 +26,7 @@ LAYERS = [
     {"mlflow_model", "comparison", "error_analysis", "effects", "promotion", "modelcard", "onnx_model"},
     {"pipeline", "sweep"},  # one job; a sweep's parent run and summary
     {"cli"},  # what the entry points outside Hydra share
-    {"train", "predict", "evaluate", "export", "compare", "demo"},  # entry points: python -m sentlab.X
+    {"train", "predict", "evaluate", "export", "compare", "demo", "init"},  # entry points: python -m sentlab.X
 ]
 LAYER = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 ENTRY_POINTS = LAYERS[-1]
