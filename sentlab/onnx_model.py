@@ -33,6 +33,8 @@ def check_exportable(cfg) -> None:
             f"--onnx: head={cfg.head.name} is not exported to ONNX (its prediction scores label words through the "
             "model's key/value cache); export it without --onnx (--merge gives a Hugging Face folder)"
         )
+    if cfg.quant.name != "none":
+        raise ConfigError(f"--onnx: quant={cfg.quant.name}: only full-precision runs are exported to ONNX")
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

@@ -99,7 +99,8 @@ def test_predict_cli_files_stdin_and_compare(tiny_models, train, store, uri, run
     zero = predict.main([runs["zero-shot"], *texts, "--tracking-uri", uri])
     assert zero == 0
     alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r[f"{runs['zero-shot']}:probability"] for r in side] == pytest.approx([r["probability"] for r in alone])
+    zero_shot = [r[f"{runs['zero-shot']}:probability"] for r in side]
+    assert zero_shot == pytest.approx([r["probability"] for r in alone], abs=1e-3)  # merged alone, as above
 
 
 @pytest.mark.parametrize(
