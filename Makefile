@@ -6,6 +6,7 @@ PORT   ?= 5000
 SERVE_PORT ?= 5001
 RUN    ?=
 RUN2   ?=
+ONNX   ?= 0
 DEMO_PORT ?= 7860
 RUNS   ?= runs
 # the store of make ui / make server; e.g. make server STORE=postgresql+psycopg://USER@HOST:5432/DB
@@ -60,9 +61,9 @@ server: install  ## an MLflow tracking server on the project's store at http://1
 		--host 127.0.0.1 --port $(PORT) --workers 1
 
 # A run id becomes runs:/ID/model; a runs:/ or models:/ URI is served as it is. uvicorn comes from the venv.
-serve: install  ## serve a run's model: RUN=<run id | runs:/ID/model | models:/NAME@champion>; POST http://127.0.0.1:$(SERVE_PORT)/invocations
+serve: install  ## serve a run's model: RUN=<run id | runs:/ID/model | models:/NAME@champion> [ONNX=1: ONNX Runtime]; POST http://127.0.0.1:$(SERVE_PORT)/invocations
 	@test -n "$(RUN)" || { echo "make serve: set RUN=<run id, runs:/ID/model or models:/NAME@champion>" >&2; exit 2; }
-	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI=$(STORE) $(VENV)/bin/mlflow models serve \
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI=$(STORE) SENTLAB_SERVE_ONNX=$(ONNX) $(VENV)/bin/mlflow models serve \
 		-m $(if $(findstring :/,$(RUN)),$(RUN),runs:/$(RUN)/model) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 demo: install  ## try a model in the browser: RUN=<run id | models:/NAME@champion> [RUN2=<a second model, side by side>]

@@ -9,8 +9,8 @@
 2. Serving: a MiniLM run trained on a slice of SST-2, answered five ways side by side in one sitting, one
    request at a time, single SST-2 test sentences and batches of 32 (requests/s, p50/p95 latency): a plain
    transformers forward of the merged weights (fp32, what the model itself costs), ONNX Runtime on the
-   exported model.onnx (sentlab.export --onnx), the pyfunc in-process (mlflow.pyfunc.load_model, in the run's
-   precision and in fp32), and `mlflow models serve --env-manager local` on 127.0.0.1. The ways take turns
+   exported model.onnx (sentlab.export --onnx), the pyfunc in-process (mlflow.pyfunc.load_model, as served and
+   with train.precision=auto), and `mlflow models serve --env-manager local` on 127.0.0.1. The ways take turns
    on each request, so that other work on the machine slows them alike.
 """
 
@@ -41,12 +41,14 @@ SERVE_ARGS = [
     f"data.dir={SST2}",
     "data.max_samples.train=800",
     "data.max_samples.val=200",
+    "data.max_samples.test=200",  # the run's own test pass (the requests take the whole test split)
     "train.epochs=1",
     "train.max_length=64",
 ]
 RUNS = 3
 SINGLE, BATCHES, BATCH = 200, 30, 32
-QUICK = {"SINGLE": 40, "BATCHES": 6, "train": 160}  # --quick: fewer requests, a smaller run
+QUICK = {"SINGLE": 40, "BATCHES": 6}  # --quick: fewer requests, a smaller run (QUICK_ARGS)
+QUICK_ARGS = ["data.max_samples.train=160", "data.max_samples.val=48", "data.max_samples.test=48"]
 
 
 def _compose(overrides: list[str]):
@@ -115,7 +117,7 @@ def serving(tmp: Path, quick: bool) -> dict:
     from sentlab.data import load_data
 
     runs_dir = tmp / "serve_runs"
-    args = [*SERVE_ARGS, *([f"data.max_samples.train={QUICK['train']}"] if quick else []), f"runs_dir={runs_dir}"]
+    args = [*_serve_args(quick), f"runs_dir={runs_dir}"]
     run_id = _run(args)
     texts = load_data(_compose(["data=sst2", f"data.dir={SST2}"]).data).splits["test"]["text"]
     store = f"sqlite:///{runs_dir}/mlflow.db"
@@ -130,6 +132,14 @@ def serving(tmp: Path, quick: bool) -> dict:
         ways["served"] = lambda b: invoke(url, b)
         result["ways"] = timings(ways, texts, single, batches)
     return result
+
+
+def _serve_args(quick: bool) -> list[str]:
+    """The served run's overrides (--quick: QUICK_ARGS in place of the same keys)."""
+    if not quick:
+        return SERVE_ARGS
+    keys = {a.split("=")[0] for a in QUICK_ARGS}
+    return [a for a in SERVE_ARGS if a.split("=")[0] not in keys] + QUICK_ARGS
 
 
 def _in_process(run_id: str, folder: Path) -> dict:
@@ -157,13 +167,13 @@ def _in_process(run_id: str, folder: Path) -> dict:
         return session.run(["logits"], {k: v for k, v in encoded.items() if k in names})[0]
 
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    fp32 = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    fp32.unwrap_python_model().classifier.precision = "fp32"
+    auto = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    auto.unwrap_python_model().classifier.precision = "auto"  # as the run trained (bf16 where the CPU has it)
     return {
         "transformers": plain,
         "onnxruntime": onnx_runtime,
         "pyfunc": lambda b: pyfunc.predict(pd.DataFrame({"text": b})),
-        "pyfunc_fp32": lambda b: fp32.predict(pd.DataFrame({"text": b})),
+        "pyfunc_auto": lambda b: auto.predict(pd.DataFrame({"text": b})),
     }
 
 
@@ -199,8 +209,8 @@ def _row(name: str, times: list[float], texts_per_request: int) -> str:
 WAYS = {
     "transformers": "plain transformers forward, merged weights (fp32)",
     "onnxruntime": "ONNX Runtime, model.onnx (sentlab.export --onnx)",
-    "pyfunc": "pyfunc in-process (the run's precision: train.precision=auto)",
-    "pyfunc_fp32": "pyfunc in-process, fp32",
+    "pyfunc": "pyfunc in-process (as served: merged, fp32 on CPU)",
+    "pyfunc_auto": "pyfunc in-process, train.precision=auto (bf16 autocast on this CPU)",
     "served": "`mlflow models serve` (HTTP, JSON)",
 }
 
@@ -228,9 +238,7 @@ def _logging_lines(cost: dict) -> list[str]:
 
 def _serving_lines(serve: dict, quick: bool) -> list[str]:
     ways, p50 = serve["ways"], lambda name, kind: statistics.median(serve["ways"][name][kind])
-    args = " ".join(SERVE_ARGS).replace(str(SST2), "../shared/data/sst2")
-    if quick:
-        args += f" data.max_samples.train={QUICK['train']}"
+    args = " ".join(_serve_args(quick)).replace(str(SST2), "../shared/data/sst2")
     lines = [
         "## Serving: the model, in-process, ONNX Runtime and `mlflow models serve` side by side",
         "",

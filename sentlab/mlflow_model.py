@@ -27,13 +27,14 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from sentlab import classifier as classifiers  # noqa: E402
-from sentlab import tracking  # noqa: E402
+from sentlab import onnx_model, tracking  # noqa: E402
 from sentlab.errors import ConfigError  # noqa: E402
 
 mlflow = tracking.mlflow
 log = logging.getLogger(__name__)
 ARTIFACT = "model"  # the model's name in every run: runs:/RUN_ID/model
 EXAMPLE_ROWS = 16  # test texts kept as the input example (also the held-out batch an export checks)
+ONNX_ENV = "SENTLAB_SERVE_ONNX"  # =1: the pyfunc answers through ONNX Runtime (seq_cls, CPU; make serve ONNX=1)
 REQUIREMENTS = ("torch", "transformers", "peft", "mlflow", "pandas", "omegaconf")  # pinned as installed
 
 
@@ -56,6 +57,16 @@ class ModelFiles:
     def serving_classifier(self) -> classifiers.Classifier:
         """The classifier as predict and a served model use it: the adapter merged into its base where it can be."""
         return classifiers.merged_for_serving(self.classifier())
+
+    def onnx_classifier(self) -> onnx_model.OnnxClassifier:
+        """The merged classifier exported to ONNX (checked against PyTorch on the held-out texts), run by ONNX
+        Runtime: what the pyfunc serves with SENTLAB_SERVE_ONNX=1."""
+        onnx_model.check_exportable(self.cfg)
+        classifier = self.serving_classifier()
+        with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph in memory
+            path = Path(tmp) / onnx_model.FILE
+            onnx_model.export(classifier, path, self.held_out_texts())
+            return onnx_model.OnnxClassifier(path, classifier.head, classifier.cfg)
 
     def held_out_texts(self) -> list[str]:
         """The texts logged as the model's input example (the run's first test texts)."""
@@ -145,8 +156,10 @@ class SentlabModel(mlflow.pyfunc.PythonModel):
         from sentlab import console
 
         artifacts = context.artifacts
+        files = _files(Path(artifacts["config"]).parents[1], artifacts)
+        onnx = os.environ.get(ONNX_ENV, "0") not in ("", "0")
         with console.quiet_loading():
-            self.classifier = _files(Path(artifacts["config"]).parents[1], artifacts).serving_classifier()
+            self.classifier = files.onnx_classifier() if onnx else files.serving_classifier()
 
     def predict(self, context, model_input, params=None):
         method = (params or {}).get("predict_method") or "predict"

@@ -9,6 +9,7 @@ logits; OnnxClassifier gives the same DataFrame as sentlab.classifier.Classifier
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,8 @@ def check_exportable(cfg) -> None:
             f"--onnx: head={cfg.head.name} is not exported to ONNX (its prediction scores label words through the "
             "model's key/value cache); export it without --onnx (--merge gives a Hugging Face folder)"
         )
+    if cfg.quant.name != "none":
+        raise ConfigError(f"--onnx: quant={cfg.quant.name}: only full-precision runs are exported to ONNX")
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -72,6 +75,7 @@ def export(classifier: Classifier, path: Path, texts: list[str]) -> float:
     example = _inputs(classifier, texts[:2])
     names = list(example)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # its notes on torchvision ops it skips, every export
     with tempfile.TemporaryDirectory() as tmp:
         draft = Path(tmp) / FILE
         torch.onnx.export(
@@ -110,6 +114,8 @@ class OnnxClassifier(Classifier):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # Its threads would otherwise spin between calls, taking the cores from everything else in the process.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

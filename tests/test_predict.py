@@ -92,14 +92,15 @@ def test_predict_cli_files_stdin_and_compare(tiny_models, train, store, uri, run
     )
     side = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r[f"{runs['trained']}:label"] for r in side] == [r["label"] for r in from_args]
-    # One model alone has its adapter merged into the base (mlflow_model.load); --compare swaps unmerged adapters:
-    # the same sums rounded differently (under bf16 autocast, where the CPU has it, up to ~1e-4).
+    # One model alone is merged into its base and computes in fp32 on CPU (mlflow_model.load); --compare swaps
+    # unmerged adapters on one base in the run's precision (bf16 autocast where the CPU has it): ~1e-4 apart.
     probs = [r[f"{runs['trained']}:probability"] for r in side]
     assert probs == pytest.approx([r["probability"] for r in from_args], abs=1e-3)
     zero = predict.main([runs["zero-shot"], *texts, "--tracking-uri", uri])
     assert zero == 0
     alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r[f"{runs['zero-shot']}:probability"] for r in side] == pytest.approx([r["probability"] for r in alone])
+    zero_shot = [r[f"{runs['zero-shot']}:probability"] for r in side]
+    assert zero_shot == pytest.approx([r["probability"] for r in alone], abs=1e-3)  # merged alone, as above
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,15 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import FAST, all_runs
+import pytest
+from conftest import FAST, all_runs, tiny_args
 from test_server import _free_port, running
 
 TEXTS = ["great value, works well", "broke after a day", "it is a kettle", "not bad at all, I would buy it again"]
 
 
 @contextmanager
-def served(model_uri: str, store_uri: str, log_path: Path, timeout_s: float = 180):
+def served(model_uri: str, store_uri: str, log_path: Path, timeout_s: float = 180, env: dict | None = None):
     """`mlflow models serve -m MODEL --env-manager local` on a free loopback port; yields its base URL."""
     port = _free_port()
     command = [
@@ -40,8 +41,9 @@ def served(model_uri: str, store_uri: str, log_path: Path, timeout_s: float = 18
         "MLFLOW_TRACKING_URI": store_uri,
         "HF_HUB_OFFLINE": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }  # its uvicorn
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # its uvicorn
+        **(env or {}),
+    }
     url = f"http://127.0.0.1:{port}"
     with running(command, f"{url}/ping", log_path, env, timeout_s):
         yield url
@@ -78,3 +80,26 @@ def test_served_model_answers_like_in_process(train, store, runs_dir):
             assert all(abs(answer[k] - row[k]) < 1e-6 for k in row if k != "label"), (answer, row)
         assert one[0]["label"] == expected[0]["label"]
         assert abs(one[0]["probability"] - expected[0]["probability"]) < 1e-5  # alone, unpadded: same answer
+
+
+def test_served_through_onnx_runtime(tiny_models, train, store, runs_dir, monkeypatch):
+    """SENTLAB_SERVE_ONNX=1 (make serve ONNX=1): the pyfunc exports the merged model to ONNX at load (checked) and
+    answers through ONNX Runtime, with the labels and, within 1e-4, the probabilities of PyTorch in-process."""
+    pytest.importorskip("onnxruntime")
+    from sentlab import mlflow_model, onnx_model
+
+    train(*FAST, *tiny_args(tiny_models, "roberta"))
+    (run,) = all_runs(store())
+    uri = f"sqlite:///{runs_dir}/mlflow.db"
+    mlflow_model.mlflow.set_tracking_uri(uri)
+    expected = mlflow_model.load(run.info.run_id).predict(TEXTS).to_dict(orient="records")
+    model_uri = f"runs:/{run.info.run_id}/model"
+    monkeypatch.setenv(mlflow_model.ONNX_ENV, "1")
+    in_process = mlflow_model.mlflow.pyfunc.load_model(model_uri)
+    assert isinstance(in_process.unwrap_python_model().classifier, onnx_model.OnnxClassifier)
+
+    with served(model_uri, uri, runs_dir / "serve.log", env={mlflow_model.ONNX_ENV: "1"}) as url:
+        answers = invoke(url, TEXTS)
+    assert [a["label"] for a in answers] == [e["label"] for e in expected]
+    for answer, row in zip(answers, expected):
+        assert all(abs(answer[k] - row[k]) < 1e-4 for k in row if k != "label"), (answer, row)
