@@ -204,8 +204,15 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
         kept = {"epoch": 0, "val": None, "train_time_s": 0.0}
         if cfg.train.epochs > 0:
             kept = _fit(run, cfg, model, head, features, device, saved)
-    run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
+    return evaluate_and_log(run, prepared, model, features, kept, model.save_pretrained)
 
+
+def evaluate_and_log(run: Run, prepared: Prepared, model, features: dict, kept: dict, save_adapter) -> dict:
+    """What a trained model's run logs: its kept epoch and training time, the test split's metrics, confusion
+    matrix and predictions, the adapter (save_adapter(folder) writes it) and the MLflow model. Also a fused
+    group's member (sentlab.fused_pipeline), with the group's model running that member only."""
+    cfg, data, head, device = prepared.cfg, prepared.data, prepared.head, prepared.device
+    run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
     results = {"val": kept["val"]}
     if results["val"] is None:  # not validated during training (zero-shot, or train.eval_every_epoch=false)
         results["val"] = _evaluate(model, head, features["val"], cfg, device, "val").metrics(head.label_names)
@@ -217,7 +224,7 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
     run.log_metrics({f"{split}_{k}": v for split, m in results.items() for k, v in m.items()})
     log.info(f"test ({len(data.splits['test'])} rows):\n" + metrics_table(results["test"], head.label_names))
 
-    adapter_mb = _log_adapter(run, model, head.tokenizer)
+    adapter_mb = _log_adapter(run, save_adapter, head.tokenizer)
     mlflow_model.log_model(run, cfg, data)
     run.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": _peak_memory_mb(device)})
     return {**results, "kept_epoch": kept["epoch"], "train_time_s": kept["train_time_s"]}
@@ -253,11 +260,12 @@ def _describe(data: SentimentData) -> str:
     return f"data {data.name}: " + "; ".join(parts) + (f"; {dropped} rows without text dropped" if dropped else "")
 
 
-def _log_adapter(run: Run, model, tokenizer) -> float:
-    """Save the adapter (and head) as safetensors with the tokenizer, log it; its size in MB."""
+def _log_adapter(run: Run, save_adapter, tokenizer) -> float:
+    """Save the adapter (and head) as safetensors (save_adapter(folder)) with the tokenizer, log it; its size in
+    MB."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "adapter"
-        model.save_pretrained(folder)
+        save_adapter(folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
         tokenizer.save_pretrained(folder)
         run.log_artifacts(str(folder), "adapter")
