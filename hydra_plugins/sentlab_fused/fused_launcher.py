@@ -15,8 +15,6 @@ its log lines go to every member's train.log. Each member's job returns what sen
 val_<select_metric>, or NaN for a failed job (the sweep goes on; the sweep callback's summary counts it).
 """
 
-from __future__ import annotations
-
 import logging
 import math
 import sys
