@@ -126,7 +126,7 @@ def _task_config(config):
     """The job's config without its hydra node (what the task function gets)."""
     task = config.copy()
     with open_dict(task):
-        del task["hydra"]
+        task.pop("hydra", None)
     return task
 
 
