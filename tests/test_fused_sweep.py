@@ -21,6 +21,7 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 
 TOL = 1e-5
 NO_DROPOUT = ["lora.dropout=0", "train.precision=fp32"]
+WORDS = "data.label_words=[terrible,okay,great]"  # single-token label words in the tiny tokenizer
 GRID = ["lora.r=2,8", "train.lr=1e-3,5e-3"]  # 4 jobs: one group
 
 
@@ -86,8 +87,15 @@ def _no_store(text: str | None) -> str | None:
     return text and " ".join(w for w in text.split() if not w.startswith("runs_dir="))
 
 
-def test_group_members_equal_their_jobs_alone(tiny_bert, tmp_path, monkeypatch):
-    args = ["-m", "backbone=minilm", f"backbone.source={tiny_bert}", *GRID, *NO_DROPOUT, *FAST, "train.epochs=2"]
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["seq_cls", "generative"])
+def test_group_members_equal_their_jobs_alone(head, tiny_bert, tiny_models, tmp_path, monkeypatch):
+    backbone = ["backbone=minilm", f"backbone.source={tiny_bert}"]
+    if head == "generative":  # a tiny GPT-NeoX (pythia's architecture), whose own dropout is 0
+        backbone = ["backbone=pythia", f"backbone.source={tiny_models['gpt_neox']}", "head=generative", WORDS]
+    fast = [a for a in FAST if not a.startswith(("train.epochs", "train.max_length"))]
+    length = "train.max_length=256" if head == "generative" else "train.max_length=64"  # the prompt's template
+    args = ["-m", *backbone, *GRID, *NO_DROPOUT, *fast, length, "train.epochs=2"]
     _train(tmp_path / "serial", monkeypatch, *args)
     _train(tmp_path / "fused", monkeypatch, *args, "hydra/launcher=fused")
     client_s, serial = _children(tmp_path / "serial")
@@ -117,6 +125,7 @@ def test_group_members_equal_their_jobs_alone(tiny_bert, tmp_path, monkeypatch):
         assert predictions[0].splitlines()[0] == predictions[1].splitlines()[0]
 
 
+@pytest.mark.slow
 def test_a_member_that_fails_leaves_the_others(tiny_bert, tmp_path, monkeypatch, capsys):
     args = ["-m", "backbone=minilm", f"backbone.source={tiny_bert}", "train.lr=0.001,1000000.0,0.002", *FAST]
     with pytest.raises(SystemExit) as exit_info:
@@ -187,7 +196,6 @@ class TestFusedLauncher(LauncherTestSuite):
     pass
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "task_launcher_cfg, extra_flags", [({"defaults": [{"override hydra/launcher": "fused"}]}, ["-m"])]
 )
