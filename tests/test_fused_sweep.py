@@ -201,3 +201,20 @@ class TestFusedLauncher(LauncherTestSuite):
 )
 class TestFusedLauncherIntegration(IntegrationTestSuite):
     pass
+
+
+@pytest.mark.slow
+def test_optuna_trials_asked_together_form_a_group(tiny_models, train, store, runs_dir):
+    """sentlab's Optuna sweeper with n_jobs=4: the 4 trials it asks together are one group; each member reports to
+    its own trial and is pruned or completes as a trial alone would (test_optuna's checks)."""
+    from conftest import all_runs, tiny_args
+    from test_optuna import EPOCHS, PRUNING, _check_trials, _study
+    from test_sweeps import _sweep
+
+    args = ["-m", *PRUNING, *tiny_args(tiny_models, "bert"), *FAST, EPOCHS, "hydra/launcher=fused"]
+    train(*args, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=4")
+    client = store()
+    _, children = _sweep(all_runs(client))
+    assert len(children) == 4 and len({r.data.tags.get("sentlab.fused_group") for r in children}) == 1
+    finished, pruned = _check_trials(client, children, _study(runs_dir))
+    assert finished + pruned == 4
