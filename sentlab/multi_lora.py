@@ -385,15 +385,8 @@ class Group:
         if str(self.config.task_type) in ("CAUSAL_LM", "TaskType.CAUSAL_LM"):
             card.data.pipeline_tag = "text-generation"
         card.data["base_model"] = name
-        lines = card.text.splitlines()
-        quantization = getattr(self.model.config, "quantization_config", None)
-        if quantization is not None:
-            quantization = quantization if isinstance(quantization, dict) else quantization.to_dict()
-            listed = "\n".join(f"- {k}: {v}" for k, v in quantization.items())
-            prefix = "The following `bitsandbytes` quantization config was used during training:"
-            lines.append(f"## Training procedure\n\n{prefix}\n{listed}\n")
-        lines.append(f"### Framework versions\n\n- PEFT {__version__}")
-        card.text = "\n".join(lines)
+        # (peft means to list a quantized base's settings too, but reads them from a dict as an attribute: never.)
+        card.text = "\n".join([*card.text.splitlines(), f"### Framework versions\n\n- PEFT {__version__}"])
         card.save(str(folder / "README.md"))
 
 

@@ -1,9 +1,10 @@
 """hydra/launcher=fused (hydra_plugins/sentlab_fused): which jobs fuse, a group's members equal to the same jobs
 run alone (serial, Hydra's basic launcher), a member's failure isolated, and Hydra's own launcher test suite.
 
-Equal results: with no dropout anywhere (lora.dropout=0 and a tiny BERT whose own dropout is 0), the same seed
-and fp32, each member's per-epoch validation metrics (epoch/val_*), kept val_* and test_* metrics and logged
-train losses equal those of its job run alone within TOL (absolute). Measured on this CPU: 0 (bit-identical).
+Equal results: with no dropout anywhere (lora.dropout=0 and a tiny BERT whose own dropout is 0; the tiny
+GPT-NeoX has none), the same seed and fp32, each member's per-epoch validation metrics (epoch/val_*), kept val_*
+and test_* metrics, parameter counts, adapter size and logged train losses and learning rates equal those of its
+job run alone within TOL (absolute): seq_cls, generative, and seq_cls on an int8 base.
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ def _no_store(text: str | None) -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", ["seq_cls", "generative"])
-def test_group_members_equal_their_jobs_alone(head, tiny_bert, tiny_models, tmp_path, monkeypatch):
-    backbone = ["backbone=minilm", f"backbone.source={tiny_bert}"]
+@pytest.mark.parametrize("head, quant", [("seq_cls", "none"), ("generative", "none"), ("seq_cls", "int8")])
+def test_group_members_equal_their_jobs_alone(head, quant, tiny_bert, tiny_models, tmp_path, monkeypatch):
+    backbone = ["backbone=minilm", f"backbone.source={tiny_bert}", f"quant={quant}"]
     if head == "generative":  # a tiny GPT-NeoX (pythia's architecture), whose own dropout is 0
         backbone = ["backbone=pythia", f"backbone.source={tiny_models['gpt_neox']}", "head=generative", WORDS]
     fast = [a for a in FAST if not a.startswith(("train.epochs", "train.max_length"))]
