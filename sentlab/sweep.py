@@ -51,16 +51,17 @@ class SweepCallback(Callback):
         from sentlab.errors import ConfigError
 
         console.quiet_dependencies()
-        try:
-            sweeper = get_class(config.hydra.sweeper._target_)
-        except Exception:  # a sweeper that cannot be loaded: Hydra says so when it instantiates it
-            sweeper = None
-        if hasattr(sweeper, "check"):  # a sweeper that can check its settings (sentlab's Optuna sweeper) does it
-            try:  # here, before the sweep's parent run exists: bad input leaves no run behind
-                sweeper.check(config)
-            except ConfigError as error:
-                print(f"sentlab: error: {error}", file=sys.stderr)
-                sys.exit(2)
+        for plugin in (config.hydra.sweeper, config.hydra.launcher):
+            try:
+                plugin_class = get_class(plugin._target_)
+            except Exception:  # a plugin that cannot be loaded: Hydra says so when it instantiates it
+                plugin_class = None
+            if hasattr(plugin_class, "check"):  # one that can check its settings (sentlab's Optuna sweeper, fused
+                try:  # launcher) does it here, before the sweep's parent run exists: bad input leaves no run behind
+                    plugin_class.check(config)
+                except ConfigError as error:
+                    print(f"sentlab: error: {error}", file=sys.stderr)
+                    sys.exit(2)
         experiment_id = tracking.connect(config.tracking)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)

@@ -219,3 +219,12 @@ def test_optuna_trials_asked_together_form_a_group(tiny_models, train, store, ru
     assert len(children) == 4 and len({r.data.tags.get("sentlab.fused_group") for r in children}) == 1
     finished, pruned = _check_trials(client, children, _study(runs_dir))
     assert finished + pruned == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_bad_max_members_is_one_line_and_no_run(value, tiny_models, train, store, capsys):
+    from conftest import tiny_args
+    from test_bad_input import assert_refused
+
+    args = ["-m", "hydra/launcher=fused", f"hydra.launcher.max_members={value}", *tiny_args(tiny_models, "bert")]
+    assert_refused(train, store, capsys, [*args, "lora.r=2,4", *FAST], "hydra.launcher.max_members", ["1 or more"])

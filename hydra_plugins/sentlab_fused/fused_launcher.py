@@ -46,6 +46,18 @@ class FusedLauncher(Launcher):
         self.max_members, self.mix_seeds = max_members, mix_seeds
         self.config = self.task_function = self.hydra_context = None
 
+    @staticmethod
+    def check(config) -> None:
+        """Bad settings as one ConfigError, before anything starts (sentlab.sweep's callback calls it)."""
+        from sentlab.errors import ConfigError
+
+        max_members = config.hydra.launcher.max_members
+        if not isinstance(max_members, int) or max_members < 1:
+            raise ConfigError(
+                f"hydra.launcher.max_members: {max_members!r} is not a number of jobs; give 1 or more "
+                "(1: every job alone, as the basic launcher runs them)"
+            )
+
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
