@@ -1,7 +1,8 @@
 """The 9-job LoRA grid (lora.r=4,8,16 x train.lr=5e-4,1e-3,2e-3) on SST-2 with MiniLM, one epoch, three ways:
 serial (Hydra's basic launcher), `hydra/launcher=joblib hydra.launcher.n_jobs=2`, and `hydra/launcher=fused`.
 
-    python -m bench.fused_sweep              # 3,200 train rows, dev (872) as val, the test set: writes the doc
+    python -m bench.fused_sweep              # 3,200 train rows, dev (872) as val, the test set: writes its
+                                             # table into docs/benchmarks/fused_sweep.md (between markers)
     python -m bench.fused_sweep --quick      # 320 train rows, 128 val, 128 test, max_length 64: prints only
 
 Each sweep is the real command (`python -m sentlab.train -m ...`) in a fresh process, into a fresh runs folder,
@@ -33,6 +34,7 @@ LAUNCHERS = {
     "fused": ["hydra/launcher=fused"],
 }
 FULL = {"rows": 3200, "val": None, "test": None, "max_length": 128}
+RESULTS = ("<!-- results: bench/fused_sweep.py writes between these lines -->", "<!-- end of results -->")
 QUICK = {"rows": 320, "val": 128, "test": 128, "max_length": 64}
 
 
@@ -138,7 +140,16 @@ def main() -> None:
     print(text)
     out = args.out or (None if args.quick else OUT)
     if out:
-        out.write_text(text + "\n")
+        write_results(out, text)
+
+
+def write_results(out: Path, text: str) -> None:
+    """The results between the page's RESULTS markers (the prose around them is kept), or the whole file."""
+    page = out.read_text() if out.exists() else ""
+    if RESULTS[0] in page and RESULTS[1] in page:
+        before, rest = page.split(RESULTS[0], 1)
+        text = before + RESULTS[0] + "\n" + text + "\n" + RESULTS[1] + rest.split(RESULTS[1], 1)[1]
+    out.write_text(text if text.endswith("\n") else text + "\n")
 
 
 if __name__ == "__main__":
