@@ -117,6 +117,8 @@ def test_group_members_equal_their_jobs_alone(head, quant, tiny_bert, tiny_model
             assert len(curve) >= 2 and _history(client_f, member, key) == pytest.approx(curve, abs=TOL), (name, key)
         own = {k: _no_store(v) for k, v in alone.data.tags.items() if k.startswith("sentlab.") and k != "sentlab.pid"}
         assert {k: _no_store(member.data.tags.get(k)) for k in own} == own
+        inputs = [sorted((d.dataset.name, d.dataset.digest) for d in r.inputs.dataset_inputs) for r in (alone, member)]
+        assert inputs[0] == inputs[1] and len(inputs[0]) == 3  # the splits as MLflow data sets
         files = _artifacts(client_s, alone.info.run_id)
         assert _artifacts(client_f, member.info.run_id) == files and "adapter/adapter_model.safetensors" in files
         predictions = [
