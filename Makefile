@@ -81,6 +81,7 @@ bench: install  ## all benchmarks; each writes its results to docs/benchmarks/
 	$(PY) -m bench.ddp
 	$(PY) -m bench.multi_lora_matmul --out docs/benchmarks/multi_lora_matmul.md
 	$(PY) -m bench.fused_data_order --out docs/benchmarks/fused_data_order.md
+	$(PY) -m bench.fused_sweep
 
 clean:  ## delete runs/ (all MLflow runs and Hydra outputs)
 	rm -rf $(RUNS)

@@ -368,7 +368,26 @@ class Group:
         self.peft_config(name).save_pretrained(str(folder))
         state = {k: t.contiguous() for k, t in self.state_dict(name).items()}
         save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+        self._model_card(folder)
         return folder
+
+    def _model_card(self, folder: Path) -> None:
+        """README.md as PeftModel.save_pretrained writes it (create_or_update_model_card) for a LoRA adapter."""
+        from huggingface_hub import ModelCard, ModelCardData
+        from peft import __version__
+
+        card = ModelCard.from_template(ModelCardData())
+        card.data["library_name"] = "peft"
+        name = self.model.__dict__.get("name_or_path")
+        card.data["tags"] = sorted(
+            {*(getattr(self.model, "model_tags", None) or []), "transformers", "lora", f"base_model:adapter:{name}"}
+        )
+        if str(self.config.task_type) in ("CAUSAL_LM", "TaskType.CAUSAL_LM"):
+            card.data.pipeline_tag = "text-generation"
+        card.data["base_model"] = name
+        # (peft means to list a quantized base's settings too, but reads them from a dict as an attribute: never.)
+        card.text = "\n".join([*card.text.splitlines(), f"### Framework versions\n\n- PEFT {__version__}"])
+        card.save(str(folder / "README.md"))
 
 
 def attach(model: nn.Module, config, members: list[Member], new_modules=NEW_HEAD_LAYERS) -> Group:

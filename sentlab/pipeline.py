@@ -230,11 +230,19 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
         kept = {"epoch": 0, "val": None, "train_time_s": 0.0}
         if cfg.train.epochs > 0:
             kept = _fit(run, cfg, model, head, features, device, saved)
-    run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
+    return evaluate_and_log(run, prepared, model, features, kept, lambda folder: methods.save(model, folder))
 
+
+def evaluate_and_log(run: Run, prepared: Prepared, model, features: dict, kept: dict, save_adapter) -> dict:
+    """What a trained model's run logs: its kept epoch and training time, val and test (_test: metrics,
+    calibration, confusion matrix, predictions, errors), what trained (save_adapter(folder) writes it) and the
+    MLflow model. Also a fused group's member (sentlab.fused_pipeline), with the group's model running that
+    member only."""
+    cfg, data, head, device = prepared.cfg, prepared.data, prepared.head, prepared.device
+    run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
     results, temperature = _test(run, prepared, model, features, kept["val"])
 
-    adapter_mb = _log_adapter(run, model, head.tokenizer, temperature)
+    adapter_mb = _log_adapter(run, save_adapter, head.tokenizer, temperature)
     mlflow_model.log_model(run, cfg, data)
     run.log_metrics({"adapter_size_mb": adapter_mb, "peak_memory_mb": _peak_memory_mb(device)})
     return {**results, "kept_epoch": kept["epoch"], "train_time_s": kept["train_time_s"]}
@@ -329,12 +337,12 @@ def _describe(data: SentimentData) -> str:
     return f"data {data.name}: " + "; ".join(parts) + (f"; {dropped} rows without text dropped" if dropped else "")
 
 
-def _log_adapter(run: Run, model, tokenizer, temperature: float = 1.0) -> float:
-    """Save what trained (a peft adapter with the head, or the trained weights: sentlab.methods.save) as
+def _log_adapter(run: Run, save_adapter, tokenizer, temperature: float = 1.0) -> float:
+    """Save what trained (save_adapter(folder): a peft adapter with the head, or the trained weights) as
     safetensors with the tokenizer and a fitted temperature (calibration.json), log it as adapter/; its size in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "adapter"
-        methods.save(model, folder)
+        save_adapter(folder)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
         tokenizer.save_pretrained(folder)
         if temperature != 1.0:

@@ -52,14 +52,15 @@ class SweepCallback(Callback):
         from sentlab.errors import ConfigError
 
         console.quiet_dependencies()
-        try:
-            sweeper = get_class(config.hydra.sweeper._target_)
-        except Exception:  # a sweeper that cannot be loaded: Hydra says so when it instantiates it
-            sweeper = None
         try:  # here, before the sweep's parent run exists: bad input leaves no run behind
             check_tracking(config.tracking)  # tracking.promote: what the sweep's end does with its best run
-            if hasattr(sweeper, "check"):  # a sweeper that can check its settings (sentlab's Optuna sweeper) does it
-                sweeper.check(config)
+            for plugin in (config.hydra.sweeper, config.hydra.launcher):
+                try:
+                    plugin_class = get_class(plugin._target_)
+                except Exception:  # a plugin that cannot be loaded: Hydra says so when it instantiates it
+                    plugin_class = None
+                if hasattr(plugin_class, "check"):  # sentlab's Optuna sweeper and fused launcher check their settings
+                    plugin_class.check(config)
         except ConfigError as error:
             print(f"sentlab: error: {error}", file=sys.stderr)
             sys.exit(2)

@@ -12,6 +12,7 @@ PRUNED = "sentlab.pruned"  # an Optuna trial stopped early by the study's pruner
 ERROR = "error"  # a FAILED run: its error, in one line or a traceback
 ZERO_SHOT = "sentlab.zero_shot"  # train.epochs=0: the untrained model, the baseline of a sweep
 QUANT_FALLBACK = "sentlab.quant_fallback"  # quant=int8|nf4 trained in full precision (quant.fallback)
+FUSED_GROUP = "sentlab.fused_group"  # trained in a fused sweep group (hydra/launcher=fused): the group's id
 
 # What a run is of (searchable in the MLflow UI)
 BACKBONE = "sentlab.backbone"
@@ -48,4 +49,4 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
 # Tags that belong to the run that wrote them, not to its results: a reusing child does not copy them.
-OWN = (HOST, PID, RESUME_COMMAND, TRIAL)
+OWN = (HOST, PID, RESUME_COMMAND, TRIAL, FUSED_GROUP)

@@ -387,6 +387,10 @@ def test_export_is_an_ordinary_peft_adapter(arch, head, modules_to_save, tiny_mo
         return {k: sorted(v) if k in ("target_modules", "modules_to_save") and v else v for k, v in data.items()}
 
     assert config(tmp_path / "member") == config(tmp_path / "alone")
+    files = [sorted(p.name for p in (tmp_path / f).iterdir()) for f in ("member", "alone")]
+    assert files[0] == files[1]  # README.md (peft's model card) included
+    cards = [(tmp_path / f / "README.md").read_text() for f in ("member", "alone")]
+    assert cards[0] == cards[1]
     mine, theirs = (load_file(tmp_path / f / "adapter_model.safetensors") for f in ("member", "alone"))
     assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in theirs)
 

@@ -19,12 +19,12 @@ LAYERS = [
         *("distributed", "tracking", "study", "heads", "heads.base", "heads.seq_cls", "heads.generative"),
         *("demo_data", "demo_data.generate", "methods", "losses", "lexicon", "calibration"),
     },
-    {"models", "training", "reports", "multi_lora", "fused"},  # the model builder; the loop; a fused group
+    {"models", "training", "reports", "multi_lora", "fused", "fused_training"},  # builder; loop; fused group
     {"classifier", "runs", "ranks"},  # a trained run as a classifier; a run's MLflow life; the DDP ranks
     # a run's MLflow model; a sweep's runs compared, example by example; what mattered in it; @champion on
     # evidence; an exported run's model card; a merged model as ONNX
     {"mlflow_model", "comparison", "error_analysis", "effects", "promotion", "modelcard", "onnx_model"},
-    {"pipeline", "sweep"},  # one job; a sweep's parent run and summary
+    {"pipeline", "fused_pipeline", "sweep"},  # one job; a fused group of jobs; a sweep's parent run and summary
     {"cli"},  # what the entry points outside Hydra share
     {"train", "predict", "evaluate", "export", "compare", "demo", "init"},  # entry points: python -m sentlab.X
 ]

@@ -1,0 +1,228 @@
+"""The training loop of a fused sweep group: the members of one group (sentlab.fused) train together on one frozen
+base (sentlab.multi_lora), each as sentlab.training.fit trains the same job alone.
+
+    trainer = GroupTrainer(group, head, features, {name: train_cfg}, device, hooks={name: MemberHooks(...)})
+    outcomes = trainer.run()      # {name: Outcome}: kept epoch and val, or the error that ended the member
+
+Each step stacks one batch per active member (its own epoch_batches(seed, epoch): the batches it trains on
+alone), and trains on the sum of the members' mean losses, so that each member's gradients are those of its own
+run. Each member has its own AdamW, learning-rate schedule and gradient clipping, its own validation after each
+epoch (one member at a time: sentlab.multi_lora says why), keep-best, early stopping and Optuna pruning. A member
+leaves the stack when its epochs are done, when it stops early or is pruned, or when its loss turns NaN (its
+run FAILS; the others go on). What each member logs goes to its own hooks.log_metrics.
+
+Settings members share (sentlab.fused.setting_key): batch size, grad_accum, group_by_length, precision, eval
+settings, log_every. Not supported yet: checkpoints of the group (a stopped group trains again from the start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+
+from sentlab.errors import RunError
+from sentlab.multi_lora import Group, member_losses, stack_batches
+from sentlab.training import EPOCH_CURVE, Progress, autocast, epoch_batches, evaluate, resolve_precision, to_device
+
+log = logging.getLogger(__name__)
+
+
+def _no_log(metrics: dict, step: int) -> None:
+    pass
+
+
+@dataclass
+class MemberHooks:
+    """What a member reports to: its run's log_metrics(metrics, step), and after_epoch(epoch, val) (an Optuna
+    trial's hook, which raises sentlab.study.Pruned to stop it)."""
+
+    log_metrics: object = _no_log
+    after_epoch: object = None
+
+
+@dataclass
+class Outcome:
+    """How a member's training ended: its kept epoch and that epoch's validation metrics, its training time, and
+    the exception that ended it (a RunError for a NaN loss, sentlab.study.Pruned), or None."""
+
+    epoch: int = 0
+    val: dict | None = None
+    train_time_s: float = 0.0
+    error: BaseException | None = None
+
+
+@dataclass
+class MemberState:
+    """One member's optimizer, schedule, progress and pending loss."""
+
+    name: str
+    cfg: object  # its train config
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    hooks: MemberHooks
+    params: list = field(default_factory=list)
+    progress: Progress = field(default_factory=Progress)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    outcome: Outcome | None = None  # set when the member has left the stack
+
+
+class GroupTrainer:
+    """One group's training: the members' states, the shared data and model."""
+
+    def __init__(self, group: Group, head, features: dict, train_cfgs: dict, device, hooks: dict | None = None):
+        from transformers import get_scheduler
+
+        self.group, self.head, self.device = group, head, device
+        self.train_features, self.val_features = features["train"], features.get("val")
+        first = next(iter(train_cfgs.values()))
+        self.shared = first  # what all members share (batch size, precision, eval settings, log_every)
+        self.precision = resolve_precision(first.precision, device, group.model)
+        self.lengths = [len(ids) for ids in self.train_features["input_ids"]]
+        self.n_batches = math.ceil(len(self.lengths) / first.batch_size)
+        self.members: dict[str, MemberState] = {}
+        for name, cfg in train_cfgs.items():
+            params = list(group.parameters(name).values())
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            total_steps = math.ceil(self.n_batches / cfg.grad_accum) * cfg.epochs
+            scheduler = get_scheduler(cfg.scheduler, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+            member_hooks = (hooks or {}).get(name) or MemberHooks()
+            self.members[name] = MemberState(name, cfg, optimizer, scheduler, member_hooks, params)
+
+    def active(self) -> list[MemberState]:
+        return [m for m in self.members.values() if m.outcome is None]
+
+    def run(self) -> dict[str, Outcome]:
+        self.start = time.perf_counter()
+        epoch = 1
+        while self.active():
+            self._train_epoch(epoch)
+            for member in self.active():
+                self._end_epoch(member, epoch)
+            epoch += 1
+        return {name: m.outcome for name, m in self.members.items()}
+
+    def _train_epoch(self, epoch: int) -> None:
+        """One epoch of every active member; a member whose loss turns NaN leaves the stack at once."""
+        members = [m for m in self.active() if epoch <= m.cfg.epochs]
+        batches_of = {m.name: iter(self._loader(m.cfg.seed, epoch)) for m in members}
+        self.group.model.train()
+        for i in range(self.n_batches):
+            members = [m for m in members if m.outcome is None]
+            if not members:
+                return
+            batches = [next(batches_of[m.name]) for m in members]
+            sizes = [len(b["labels"]) for b in batches]
+            self.group.set_active([m.name for m in members])
+            self.group.set_sizes(sizes)
+            stacked = stack_batches(batches, self.head.tokenizer.pad_token_id, self.head.padding_side)
+            with autocast(self.device, self.precision):
+                losses = member_losses(self.head, self.group.model, to_device(stacked, self.device), sizes)
+            sum(loss / m.cfg.grad_accum for loss, m in zip(losses, members)).backward()
+            for member, loss in zip(members, losses):
+                member.loss_sum += loss.detach().float()
+                member.loss_count += 1
+                if (i + 1) % member.cfg.grad_accum == 0 or i + 1 == self.n_batches:
+                    self._optimizer_step(member, epoch, i + 1)
+
+    def _loader(self, seed: int, epoch: int) -> DataLoader:
+        """A member's batches of `epoch`: exactly those of its job alone (sentlab.training.epoch_batches)."""
+        batches = epoch_batches(self.lengths, self.shared.batch_size, seed, epoch, self.shared.group_by_length)
+        # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
+        return DataLoader(
+            self.train_features, batch_sampler=batches, collate_fn=self.head.collate, generator=torch.Generator()
+        )
+
+    def _optimizer_step(self, member: MemberState, epoch: int, batches_done: int) -> None:
+        """Clip, step, schedule one member; its mean loss when due (a NaN one ends the member: FAILED)."""
+        torch.nn.utils.clip_grad_norm_(member.params, 1.0)
+        member.optimizer.step()
+        member.scheduler.step()
+        member.optimizer.zero_grad(set_to_none=True)
+        progress = member.progress
+        progress.batch, progress.step = batches_done, progress.step + 1
+        if progress.step % self.shared.log_every == 0 or batches_done == self.n_batches:
+            self._log_loss(member, epoch)
+
+    def _log_loss(self, member: MemberState, epoch: int) -> None:
+        step = member.progress.step
+        mean_loss = float(member.loss_sum) / member.loss_count
+        member.loss_sum, member.loss_count = 0.0, 0
+        if not math.isfinite(mean_loss):
+            error = RunError(
+                f"train loss is {mean_loss} at epoch {epoch}, step {step}: lower train.lr "
+                f"(now {member.cfg.lr}) or use train.precision=fp32"
+            )
+            log.error(f"member {member.name}: {error}; the rest of its group goes on")
+            self._leave(member, error)
+            return
+        if step % self.shared.log_every == 0:
+            lr = member.scheduler.get_last_lr()[0]
+            member.hooks.log_metrics({"train_loss": mean_loss, "lr": lr}, step)
+
+    def _end_epoch(self, member: MemberState, epoch: int) -> None:
+        """After an epoch: validate (when due), judge, run the member's after_epoch; leave when done."""
+        cfg, progress = member.cfg, member.progress
+        progress.epoch, progress.batch = epoch + 1, 0
+        if cfg.eval_every_epoch or epoch == cfg.epochs:
+            try:
+                self._validate(member, epoch)
+            except Exception as err:  # e.g. sentlab.study.Pruned from after_epoch
+                self._leave(member, err)
+                return
+        if epoch >= cfg.epochs or progress.stopped_epoch is not None:
+            self._leave(member, None)
+
+    def _validate(self, member: MemberState, epoch: int) -> None:
+        cfg, progress = member.cfg, member.progress
+        with self.only(member.name):
+            evaluation = evaluate(
+                self.group.model, self.head, self.val_features, self.device, cfg.eval_batch_size, cfg.precision,
+                f"validation {member.name}",
+            )  # fmt: skip
+        val = evaluation.metrics(self.head.label_names)
+        member.hooks.log_metrics({f"{EPOCH_CURVE}val_{k}": v for k, v in val.items()}, epoch)
+        shown = "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro"))
+        log.info(f"{member.name} epoch {epoch}: {shown}")
+        improved = val[cfg.select_metric] > progress.best_score
+        if improved:
+            progress.best_score, progress.stale = val[cfg.select_metric], 0
+        else:
+            progress.stale += 1
+        if cfg.keep == "last" or improved:
+            progress.kept = {"epoch": epoch, "val": val}
+            if cfg.keep == "best":
+                progress.kept_state = {k: t.clone() for k, t in self.group.state_dict(member.name).items()}
+        if cfg.patience and progress.stale >= cfg.patience and epoch < cfg.epochs:
+            progress.stopped_epoch = epoch
+            member.hooks.log_metrics({"stopped_epoch": epoch}, epoch)
+            log.info(f"{member.name}: early stop after epoch {epoch} (train.patience={cfg.patience})")
+        if member.hooks.after_epoch:
+            member.hooks.after_epoch(epoch, val)
+
+    def _leave(self, member: MemberState, error: BaseException | None) -> None:
+        """The member is done: its kept epoch's weights put back, its outcome recorded; it trains no more."""
+        progress = member.progress
+        if error is None and progress.kept_state is not None and progress.kept["epoch"] != progress.epoch - 1:
+            self.group.load_state_dict(member.name, progress.kept_state)
+            log.info(f"{member.name}: kept the adapter of epoch {progress.kept['epoch']}")
+        progress.kept_state = None
+        member.optimizer.state.clear()
+        elapsed = time.perf_counter() - self.start
+        member.outcome = Outcome(progress.kept["epoch"], progress.kept["val"], elapsed, error)
+
+    @contextlib.contextmanager
+    def only(self, name: str):
+        """Only member `name` runs in the model inside (an evaluation); the active set is put back after."""
+        before = self.group.active
+        self.group.set_active([name])
+        try:
+            yield self.group.model
+        finally:
+            self.group.set_active(before)
