@@ -116,7 +116,7 @@ def method(cfg) -> str:
 
 def data_section(cfg, run) -> str:
     data, sizes = cfg.data, splits(run)
-    where = data.get("hub_id") or "local files (data.dir)"
+    where = "local files (data.dir)" if data.get("dir") else f"the hub ({data.get('hub_id')})"
     rows = ", ".join(f"{split} {n}" for split, n in sizes.items()) or "not recorded"
     note = " (synthetic reviews written by sentlab's generator: a demo, not a benchmark)" if data.name == "demo" else ""
     return (
@@ -133,7 +133,7 @@ def uses(cfg) -> str:
         else ""
     )
     return (
-        f"Intended use: sorting short English texts like those of {cfg.data.name} into {labels}.\n\n"
+        f"Intended use: sorting short English texts like those of the {cfg.data.name} data set into {labels}.\n\n"
         "Limits:\n"
         f"- It knows only these labels and the domain of its training data; elsewhere its accuracy is unknown.\n"
         f"- Texts are cut at {cfg.train.max_length} tokens.\n"
