@@ -98,25 +98,32 @@ def card_data(cfg, run, merged: bool):
 
 
 def method(cfg) -> str:
-    """The fine-tuning method in one Markdown list."""
-    lora = cfg.lora
-    targets = ", ".join(lora.target_modules) if lora.target_modules else "peft's default for the architecture"
-    name = cfg.method.name if "method" in cfg and "name" in cfg.method else "lora"
-    return "\n".join(
-        [
-            f"- method: {name}; LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, bias={lora.bias}",
-            f"- LoRA on: {targets}; modules also trained: {lora.modules_to_save or 'none'}",
-            f"- head: {cfg.head.name}; quantization of the base: {cfg.quant.name}",
-            f"- training: {cfg.train.epochs} epochs, lr {cfg.train.lr}, batch {cfg.train.batch_size}, "
-            f"max_length {cfg.train.max_length}, seed {cfg.train.seed}, kept epoch: {cfg.train.keep} "
-            f"(by val_{cfg.train.select_metric})",
-        ]
+    """The fine-tuning method, its settings (the lora.* keys for the LoRA family) and the training, as a list."""
+    from sentlab.methods import METHODS
+
+    name = str(cfg.method.name) if "method" in cfg else "lora"  # runs from before the method group: LoRA
+    known = METHODS.get(name)
+    lines = [f"- method: {name}" + (f": {known.summary}" if known else "")]
+    if known is None or known.lora_keys:
+        lora = cfg.lora
+        targets = ", ".join(lora.target_modules) if lora.target_modules else "peft's default for the architecture"
+        lines.append(f"- LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, bias={lora.bias}")
+        lines.append(f"- LoRA on: {targets}; modules also trained: {lora.modules_to_save or 'none'}")
+    settings = {key: value for key, value in (cfg.method.items() if "method" in cfg else []) if key != "name"}
+    if settings:
+        lines.append("- method settings: " + ", ".join(f"{key}={value}" for key, value in settings.items()))
+    train = cfg.train
+    lines.append(f"- head: {cfg.head.name}; quantization of the base: {cfg.quant.name}")
+    lines.append(
+        f"- training: {train.epochs} epochs, lr {train.lr}, batch {train.batch_size}, max_length "
+        f"{train.max_length}, seed {train.seed}, kept epoch: {train.keep} (by val_{train.select_metric})"
     )
+    return "\n".join(lines)
 
 
 def data_section(cfg, run) -> str:
     data, sizes = cfg.data, splits(run)
-    where = data.get("hub_id") or "local files (data.dir)"
+    where = "local files (data.dir)" if data.get("dir") else f"the hub ({data.get('hub_id')})"
     rows = ", ".join(f"{split} {n}" for split, n in sizes.items()) or "not recorded"
     note = " (synthetic reviews written by sentlab's generator: a demo, not a benchmark)" if data.name == "demo" else ""
     return (
@@ -133,7 +140,7 @@ def uses(cfg) -> str:
         else ""
     )
     return (
-        f"Intended use: sorting short English texts like those of {cfg.data.name} into {labels}.\n\n"
+        f"Intended use: sorting short English texts like those of the {cfg.data.name} data set into {labels}.\n\n"
         "Limits:\n"
         f"- It knows only these labels and the domain of its training data; elsewhere its accuracy is unknown.\n"
         f"- Texts are cut at {cfg.train.max_length} tokens.\n"

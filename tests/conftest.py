@@ -32,8 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CONF = REPO / "sentlab" / "conf"
 
-# Text to train tiny tokenizers on: the demo reviews plus the label words.
+# Text to train tiny tokenizers on: the demo reviews plus the label words; " great", " terrible" and " okay" are
+# one token each (the single-token label words of the generative tests), " neutral" and " positive" several.
 LABEL_WORDS = "negative neutral positive Negative Neutral Positive great terrible okay"
+SINGLE_TOKEN_WORDS = "great terrible okay"
 
 
 def _corpus() -> list[str]:
@@ -43,7 +45,7 @@ def _corpus() -> list[str]:
     for split in ("train", "val", "test"):
         with open(REPO / "sentlab" / "demo_data" / f"{split}.csv", newline="") as f:
             rows += [row["text"] for row in csv.DictReader(f)]
-    return rows + [LABEL_WORDS] * 5
+    return rows + [LABEL_WORDS] * 5 + [SINGLE_TOKEN_WORDS] * 20
 
 
 def _byte_bpe(special: dict[str, str], vocab_size=800):

@@ -83,3 +83,19 @@ def test_a_failed_upload_is_one_line_and_the_folder_stays(
     argv = [run.info.run_id, str(out), "--tracking-uri", f"sqlite:///{runs_dir}/mlflow.db", "--push-to-hub", "me/m"]
     assert export.main(argv) == 1
     assert "upload to me/m failed (no network)" in capsys.readouterr().err and (out / "README.md").exists()
+
+
+def test_the_method_section_names_the_method_and_only_its_own_settings():
+    """LoRA's family shows the lora.* knobs; another method shows its own settings, never LoRA's."""
+    from omegaconf import OmegaConf
+
+    from sentlab import modelcard
+    from sentlab.config import compose
+
+    cfg = compose([])
+    lora = modelcard.method(cfg)
+    assert lora.startswith("- method: lora") and f"LoRA r={cfg.lora.r}, alpha={cfg.lora.alpha}" in lora
+    ia3 = OmegaConf.create(OmegaConf.to_container(cfg))  # not in struct mode: the method node replaced
+    ia3.method = {"name": "ia3", "target_modules": ["key", "value"]}
+    text = modelcard.method(ia3)
+    assert text.startswith("- method: ia3: ") and "target_modules=['key', 'value']" in text and "LoRA" not in text
