@@ -80,6 +80,10 @@ def test_lexicon_is_a_run_of_its_own(train, store, runs_dir):
     reload_matches_the_run(store, run)
     labels = mlflow_model.load(run.info.run_id).predict(["I love it, wonderful!", "Terrible, I hate it.", "A box."])
     assert list(labels["label"]) == ["positive", "negative", "neutral"]
+    import mlflow
+
+    requirements = open(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/model")).read()
+    assert "vaderSentiment==" in requirements
 
 
 @pytest.mark.parametrize(
