@@ -166,6 +166,16 @@ def test_compare_shows_methods_and_baselines(tiny_models, train, store, runs_dir
     assert per_param == pytest.approx(float(lora["test_accuracy"]) / float(lora["trainable_params"]) * 1e6)
     assert rows["lexicon"][comparison.PER_PARAM] == ""  # nothing trains: no ratio
 
+    # predict --compare and evaluate take any method's model, the lexicon's included
+    from sentlab import evaluate, predict
+
+    uri, ids = f"sqlite:///{runs_dir}/mlflow.db", [rows[m]["run_id"] for m in ("lora", "full", "lexicon")]
+    capsys.readouterr()
+    assert predict.main(["I love it", "--compare", *ids, "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.count('"label"') == 0  # columns are named by run
+    assert evaluate.main([ids[2], "data.max_samples.test=12", "--tracking-uri", uri]) == 0
+    assert "test_accuracy=" in capsys.readouterr().out
+
 
 @pytest.mark.slow  # three trainings each
 @pytest.mark.parametrize("method", ["loraplus", "full"])
