@@ -207,3 +207,21 @@ def test_a_stopped_method_resumes_as_if_never_stopped(method, tiny_models, tmp_p
     resumed, fresh = train("stopped", stop=False), train("fresh", stop=False)
     for key in ("loss", "accuracy", "f1_macro"):
         assert resumed["val"][key] == pytest.approx(fresh["val"][key], abs=1e-6), key
+
+
+def test_default_method_and_no_class_weights_keep_the_config_hash_of_older_runs():
+    """Sweeps find FINISHED and interrupted runs by config hash: the method group and train.class_weights must
+    not orphan the runs logged before them; any other choice is another config."""
+    from omegaconf import OmegaConf
+
+    from sentlab.tracking import config_hash
+
+    before = OmegaConf.create({"train": {"batch_size": 8}, "lora": {"r": 8}})
+    now = OmegaConf.create(
+        {"train": {"batch_size": 8, "class_weights": None}, "lora": {"r": 8}, "method": {"name": "lora"}}
+    )
+    assert config_hash(now) == config_hash(before)
+    now.method.name = "dora"
+    assert config_hash(now) != config_hash(before)
+    now.method.name, now.train.class_weights = "lora", "auto"
+    assert config_hash(now) != config_hash(before)
