@@ -59,7 +59,7 @@ def main() -> None:
             params, metrics = run.data.params, run.data.metrics
             weights = ", ".join(f"{k.split('.')[1]} {v}" for k, v in params.items() if k.startswith("class_weight."))
             method = params.get("method.name")
-            row = [method, weights or params.get("train.class_weights", "")]
+            row = [method, weights or "none"]
             row += [f"{metrics[m]:.4f}" for m in METRICS] + [f"{metrics.get('train_time_s', 0):.0f}"]
             print("| " + " | ".join(row) + " |")
 

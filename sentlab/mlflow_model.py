@@ -184,12 +184,17 @@ class _Pyfunc:
         return mlflow.pyfunc.save_model(**kwargs)
 
 
-def requirements() -> list[str]:
+def requirements(cfg=None) -> list[str]:
     """Explicit pins (MLflow's inference of them imports the model and takes seconds); sentlab itself
-    is not on PyPI: install it where the model is served."""
+    is not on PyPI: install it where the model is served. The lexicon baseline needs VADER's package."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in REQUIREMENTS]
+    names = [*REQUIREMENTS, *(["vaderSentiment"] if _is_lexicon(cfg) else [])]
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def _is_lexicon(cfg) -> bool:
+    return cfg is not None and cfg.get("method", {}).get("name") == "lexicon"
 
 
 def log_model(run, cfg, data):
@@ -219,7 +224,7 @@ def log_model(run, cfg, data):
                 merged, _ = classifiers.merge(cfg, adapter, list(example["text"]))
                 classifiers.save(merged, Path(tmp) / "merged")
                 artifacts["merged"] = str(Path(tmp) / "merged")
-            elif cfg.get("method", {}).get("name") != "lexicon":  # the lexicon baseline has no weights
+            elif not _is_lexicon(cfg):  # the lexicon baseline has no weights: its config is the whole model
                 artifacts["adapter"] = run.artifact_uri("adapter")
             info = mlflow.models.Model.log(
                 artifact_path=None,
@@ -232,7 +237,7 @@ def log_model(run, cfg, data):
                 artifacts=artifacts,
                 signature=signature,
                 input_example=example,
-                pip_requirements=requirements(),
+                pip_requirements=requirements(cfg),
                 registered_model_name=register,
                 validate_serving_input=False,
             )

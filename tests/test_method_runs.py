@@ -80,6 +80,10 @@ def test_lexicon_is_a_run_of_its_own(train, store, runs_dir):
     reload_matches_the_run(store, run)
     labels = mlflow_model.load(run.info.run_id).predict(["I love it, wonderful!", "Terrible, I hate it.", "A box."])
     assert list(labels["label"]) == ["positive", "negative", "neutral"]
+    import mlflow
+
+    requirements = open(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/model")).read()
+    assert "vaderSentiment==" in requirements
 
 
 @pytest.mark.parametrize(
@@ -162,6 +166,16 @@ def test_compare_shows_methods_and_baselines(tiny_models, train, store, runs_dir
     assert per_param == pytest.approx(float(lora["test_accuracy"]) / float(lora["trainable_params"]) * 1e6)
     assert rows["lexicon"][comparison.PER_PARAM] == ""  # nothing trains: no ratio
 
+    # predict --compare and evaluate take any method's model, the lexicon's included
+    from sentlab import evaluate, predict
+
+    uri, ids = f"sqlite:///{runs_dir}/mlflow.db", [rows[m]["run_id"] for m in ("lora", "full", "lexicon")]
+    capsys.readouterr()
+    assert predict.main(["I love it", "--compare", *ids, "--tracking-uri", uri]) == 0
+    assert capsys.readouterr().out.count('"label"') == 0  # columns are named by run
+    assert evaluate.main([ids[2], "data.max_samples.test=12", "--tracking-uri", uri]) == 0
+    assert "test_accuracy=" in capsys.readouterr().out
+
 
 @pytest.mark.slow  # three trainings each
 @pytest.mark.parametrize("method", ["loraplus", "full"])
@@ -193,3 +207,21 @@ def test_a_stopped_method_resumes_as_if_never_stopped(method, tiny_models, tmp_p
     resumed, fresh = train("stopped", stop=False), train("fresh", stop=False)
     for key in ("loss", "accuracy", "f1_macro"):
         assert resumed["val"][key] == pytest.approx(fresh["val"][key], abs=1e-6), key
+
+
+def test_default_method_and_no_class_weights_keep_the_config_hash_of_older_runs():
+    """Sweeps find FINISHED and interrupted runs by config hash: the method group and train.class_weights must
+    not orphan the runs logged before them; any other choice is another config."""
+    from omegaconf import OmegaConf
+
+    from sentlab.tracking import config_hash
+
+    before = OmegaConf.create({"train": {"batch_size": 8}, "lora": {"r": 8}})
+    now = OmegaConf.create(
+        {"train": {"batch_size": 8, "class_weights": None}, "lora": {"r": 8}, "method": {"name": "lora"}}
+    )
+    assert config_hash(now) == config_hash(before)
+    now.method.name = "dora"
+    assert config_hash(now) != config_hash(before)
+    now.method.name, now.train.class_weights = "lora", "auto"
+    assert config_hash(now) != config_hash(before)

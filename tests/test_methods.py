@@ -360,15 +360,15 @@ def test_every_method_has_a_config_file_and_back():
 
 
 def test_method_group_composes_with_the_run_config_and_keeps_the_lora_keys():
-    """`+method=X` on today's conf/config.yaml (the group is not in its defaults yet): the method's
-    interpolations resolve, and the lora.* overrides a sweep uses still land where they always did."""
+    """`method=X` on conf/config.yaml (lora by default): the method's interpolations resolve, and the lora.*
+    overrides a sweep uses still land where they always did."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[
-                "+method=loha",
+                "method=loha",
                 "lora.r=16",
                 "lora.alpha=32",
                 "lora.dropout=0.05",
@@ -378,8 +378,9 @@ def test_method_group_composes_with_the_run_config_and_keeps_the_lora_keys():
         assert cfg.method.name == "loha" and cfg.lora.r == 16 and cfg.lora.alpha == 32
         assert list(cfg.method.target_modules) == list(cfg.backbone.target_modules)
         assert list(cfg.method.modules_to_save) == ["pooler"]
+        assert compose("config").method.name == "lora"  # the default
         for name in methods.METHODS:
-            OmegaConf.to_container(compose("config", overrides=[f"+method={name}"]), resolve=True)
+            OmegaConf.to_container(compose("config", overrides=[f"method={name}"]), resolve=True)
 
 
 # -- class weights ----------------------------------------------------------------------------------------------
