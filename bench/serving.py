@@ -219,6 +219,12 @@ def _row(name: str, times: list[float], texts_per_request: int) -> str:
     )
 
 
+NOTE = (
+    "The in-process ways share one client process (four models, PyTorch's and ONNX Runtime's thread pools "
+    "together) while each server has a process of its own; on a loaded machine the in-process ways read slower "
+    "than the servers' own forward passes (a served request cannot beat the same forward in-process on a quiet "
+    "machine), so the goal ratios here flatter the server: rerun on a quiet machine for the real ones."
+)
 WAYS = {
     "transformers": "plain transformers forward, merged weights (fp32)",
     "onnxruntime": "ONNX Runtime, model.onnx (sentlab.export --onnx)",
@@ -279,6 +285,8 @@ def _serving_lines(serve: dict, quick: bool) -> list[str]:
         f"{p50('onnxruntime', 'batch') / p50('transformers', 'batch'):.2f}x; served through ONNX Runtime / served: "
         f"single {p50('served_onnx', 'single') / p50('served', 'single'):.2f}x, batch "
         f"{p50('served_onnx', 'batch') / p50('served', 'batch'):.2f}x.",
+        "",
+        NOTE,
         "",
     ]
     return lines
