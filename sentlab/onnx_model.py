@@ -9,6 +9,7 @@ logits; OnnxClassifier gives the same DataFrame as sentlab.classifier.Classifier
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import tempfile
@@ -71,7 +72,8 @@ def export(classifier: Classifier, path: Path, texts: list[str]) -> float:
     import numpy as np
     import torch
 
-    model = classifier.model.float().eval()
+    # A copy is traced: after torch.onnx's export, the traced model ran several times slower in eager PyTorch.
+    model = copy.deepcopy(classifier.model).float().eval()
     example = _inputs(classifier, texts[:2])
     names = list(example)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
