@@ -65,7 +65,7 @@ class Classifier:
                 batch = self.head.collate([{**features[i], "label": 0} for i in rows])
                 _, scores = self.head.evaluate_batch(self.model, to_device(batch, device))
                 out[rows] = scores.float().cpu().numpy()
-        return out
+        return calibration.scale(out, self.temperature)
 
     def _start(self, device, precision: str) -> None:
         """The head's once-per-model setup (e.g. contextual calibration's content-free scores), redone only when
@@ -100,6 +100,9 @@ class LexiconClassifier(Classifier):
         self.model, self.head, self.cfg, self.adapter = None, None, cfg, None
         self.label_names = list(cfg.data.label_names)
         self.lexicon = Lexicon(self.label_names, cfg.method.threshold, cfg.method.scale)
+
+    def log_probs(self, texts: list[str], batch_size: int | None = None):
+        return self.lexicon.log_probs(list(texts)).astype("float32")
 
     def evaluate(self, texts: list[str], labels: list[int] | None = None, batch_size: int | None = None):
         import numpy as np
@@ -137,20 +140,23 @@ def load(cfg, adapter: str | Path | None = None, merged: str | Path | None = Non
 
 
 def merged_for_serving(classifier: Classifier) -> Classifier:
-    """The classifier with its LoRA adapter folded into the base (peft's merge_and_unload: no adapter layers in
-    each forward, the same predictions within float rounding), computing in fp32 on CPU; a quantized base keeps
-    its adapter (its merge would re-quantize the weights) and the run's precision."""
-    from sentlab import adapters
+    """The classifier with what trained folded into the base where the method merges (sentlab.methods.merge: no
+    adapter layers in each forward, the same predictions within float rounding), computing in fp32 on CPU. A
+    quantized base keeps its adapter (its merge would re-quantize the weights) and the run's precision; virtual
+    tokens (prefix, prompt) stay inputs; plain-weight methods (bitfit, head_only, full) are the model already."""
+    from sentlab import methods
 
     model = classifier.model
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-    if hasattr(model, "peft_config") and not quantized and not classifier.adapter:
-        classifier.model = adapters.merge(model).eval()
-        if classifier.model.device.type == "cpu":
-            # bf16 autocast on merged weights makes a text's probabilities depend on the padding of the batch it
-            # comes in (5e-5 measured on MiniLM); in fp32 a text gets the same answer alone or batched, as from a
-            # plain transformers forward.
-            classifier.precision = "fp32"
+    if model is None or quantized or classifier.adapter:  # no model: the lexicon baseline
+        return classifier
+    if hasattr(model, "peft_config") and not model.active_peft_config.is_prompt_learning:
+        classifier.model = methods.merge(model).eval()
+    if classifier.model.device.type == "cpu":
+        # bf16 autocast on merged weights makes a text's probabilities depend on the padding of the batch it
+        # comes in (5e-5 measured on MiniLM); in fp32 a text gets the same answer alone or batched, as from a
+        # plain transformers forward.
+        classifier.precision = "fp32"
     return classifier
 
 

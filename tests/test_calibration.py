@@ -82,7 +82,10 @@ def test_a_temperature_run_logs_it_and_its_model_serves_logits_over_t(arch, head
 
     mlflow.set_tracking_uri(f"sqlite:///{runs_dir}/mlflow.db")
     texts = ["a fine kettle, works well", "broke after a day", "it is okay"]
-    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(pd.DataFrame({"text": texts}))
+    table = {"predict_method": "predict_table"}  # labels with their probabilities
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(
+        pd.DataFrame({"text": texts}), params=table
+    )
     raw = mlflow_model.load(run.info.run_id)
     assert raw.temperature == pytest.approx(t)
     raw.temperature = 1.0  # the model's own log-probabilities: logits up to a shift per row

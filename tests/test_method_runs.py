@@ -46,7 +46,7 @@ def reload_matches_the_run(store, run) -> None:
         texts = mlflow_model.fetch(run.info.run_id, tmp).held_out_texts()
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     logged = pd.read_csv(store().download_artifacts(run.info.run_id, "test_predictions.csv")).head(len(texts))
-    predicted = model.predict(pd.DataFrame({"text": texts}))
+    predicted = model.predict(pd.DataFrame({"text": texts}), params={"predict_method": "predict_table"})
     assert predicted[PROBS].to_numpy() == pytest.approx(logged[PROBS].to_numpy(), abs=1e-4)
 
 
