@@ -68,7 +68,7 @@ class Classifier:
         """The head's once-per-model setup (e.g. contextual calibration's content-free scores), redone only when
         the model, its adapter or the precision changed: not on every request."""
         key = (id(self.model), self.adapter, precision)
-        if getattr(self, "_started", None) != key:
+        if self._started != key:
             self.head.start_evaluation(self.model, device)
             self._started = key
 
