@@ -109,19 +109,18 @@ def load(cfg, adapter: str | Path | None = None, merged: str | Path | None = Non
 
 def merged_for_serving(classifier: Classifier) -> Classifier:
     """The classifier with its LoRA adapter folded into the base (peft's merge_and_unload: no adapter layers in
-    each forward, the same predictions within float rounding), computing in fp32 on CPU; a quantized base keeps
-    its adapter (its merge would re-quantize the weights) and the run's precision."""
+    each forward) where that changes its answers by float rounding only: a full-precision base computing in fp32.
+    Under bf16 autocast (train.precision=auto on a CPU or GPU with bf16) the adapter stays: merged weights round
+    differently from the adapter the run was tested with (up to 5e-4 in a probability, measured) and made a text's
+    answer depend on the padding of its batch. A quantized base keeps its adapter too (a merge would re-quantize)."""
     from sentlab import adapters
+    from sentlab.training import resolve_precision
 
     model = classifier.model
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-    if hasattr(model, "peft_config") and not quantized and not classifier.adapter:
+    fp32 = resolve_precision(classifier.precision, model.device, model) == "fp32"
+    if hasattr(model, "peft_config") and fp32 and not quantized and not classifier.adapter:
         classifier.model = adapters.merge(model).eval()
-        if classifier.model.device.type == "cpu":
-            # bf16 autocast on merged weights makes a text's probabilities depend on the padding of the batch it
-            # comes in (5e-5 measured on MiniLM); in fp32 a text gets the same answer alone or batched, as from a
-            # plain transformers forward.
-            classifier.precision = "fp32"
     return classifier
 
 
