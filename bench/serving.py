@@ -223,9 +223,9 @@ def _row(name: str, times: list[float], texts_per_request: int) -> str:
 
 NOTE = (
     "The in-process ways share one client process (four models, PyTorch's and ONNX Runtime's thread pools "
-    "together) while each server has a process of its own; on a loaded machine the in-process ways read slower "
-    "than the servers' own forward passes (a served request cannot beat the same forward in-process on a quiet "
-    "machine), so the goal ratios here flatter the server: rerun on a quiet machine for the real ones."
+    "together) while each server has a process of its own: under load that handicaps the in-process ways (--quick "
+    "runs at load 5-7 read them slower than the servers), so take the goal ratios from a quiet sitting; "
+    "6 batches are few for a p95."
 )
 WAYS = {
     "transformers": "plain transformers forward, merged weights (fp32)",
