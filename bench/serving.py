@@ -9,8 +9,8 @@
 2. Serving: a MiniLM run trained on a slice of SST-2, answered five ways side by side in one sitting, one
    request at a time, single SST-2 test sentences and batches of 32 (requests/s, p50/p95 latency): a plain
    transformers forward of the merged weights (fp32, what the model itself costs), ONNX Runtime on the
-   exported model.onnx (sentlab.export --onnx), the pyfunc in-process (mlflow.pyfunc.load_model, as served and
-   with train.precision=auto), and `mlflow models serve --env-manager local` on 127.0.0.1 (PyTorch, and ONNX
+   exported model.onnx (sentlab.export --onnx), the pyfunc in-process (mlflow.pyfunc.load_model, as served, and
+   in fp32 with the adapter merged), and `mlflow models serve --env-manager local` on 127.0.0.1 (PyTorch, and ONNX
    Runtime with SENTLAB_SERVE_ONNX=1). The ways take turns
    on each request, so that other work on the machine slows them alike.
 """
@@ -162,6 +162,7 @@ def _in_process(run_id: str, folder: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from sentlab.classifier import merged_for_serving
     from sentlab.onnx_model import OnnxClassifier
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -180,13 +181,14 @@ def _in_process(run_id: str, folder: Path) -> dict:
         return session.run(["logits"], {k: v for k, v in encoded.items() if k in names})[0]
 
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    auto = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    auto.unwrap_python_model().classifier.precision = "auto"  # as the run trained (bf16 where the CPU has it)
+    fp32 = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").unwrap_python_model()
+    fp32.classifier.precision = "fp32"
+    fp32.classifier = merged_for_serving(fp32.classifier)  # merged (what the pyfunc does where fp32 is chosen)
     return {
         "transformers": plain,
         "onnxruntime": onnx_runtime,
         "pyfunc": lambda b: pyfunc.predict(pd.DataFrame({"text": b})),
-        "pyfunc_auto": lambda b: auto.predict(pd.DataFrame({"text": b})),
+        "pyfunc_fp32": lambda b: fp32.predict(None, pd.DataFrame({"text": b})),
     }
 
 
@@ -221,15 +223,15 @@ def _row(name: str, times: list[float], texts_per_request: int) -> str:
 
 NOTE = (
     "The in-process ways share one client process (four models, PyTorch's and ONNX Runtime's thread pools "
-    "together) while each server has a process of its own; on a loaded machine the in-process ways read slower "
-    "than the servers' own forward passes (a served request cannot beat the same forward in-process on a quiet "
-    "machine), so the goal ratios here flatter the server: rerun on a quiet machine for the real ones."
+    "together) while each server has a process of its own: under load that handicaps the in-process ways (--quick "
+    "runs at load 5-7 read them slower than the servers), so take the goal ratios from a quiet sitting; "
+    "6 batches are few for a p95."
 )
 WAYS = {
     "transformers": "plain transformers forward, merged weights (fp32)",
     "onnxruntime": "ONNX Runtime, model.onnx (sentlab.export --onnx)",
-    "pyfunc": "pyfunc in-process (as served: merged, fp32 on CPU)",
-    "pyfunc_auto": "pyfunc in-process, train.precision=auto (bf16 autocast on this CPU)",
+    "pyfunc": "pyfunc in-process, as served (the run's precision, train.precision=auto)",
+    "pyfunc_fp32": "pyfunc in-process, fp32, adapter merged",
     "served": "`mlflow models serve` (HTTP, JSON)",
     "served_onnx": "`mlflow models serve`, ONNX Runtime (`make serve ONNX=1`)",
 }

@@ -71,7 +71,7 @@ class Classifier:
         """The head's once-per-model setup (e.g. contextual calibration's content-free scores), redone only when
         the model, its adapter or the precision changed: not on every request."""
         key = (id(self.model), self.adapter, precision)
-        if getattr(self, "_started", None) != key:
+        if self._started != key:
             self.head.start_evaluation(self.model, device)
             self._started = key
 
@@ -140,23 +140,23 @@ def load(cfg, adapter: str | Path | None = None, merged: str | Path | None = Non
 
 
 def merged_for_serving(classifier: Classifier) -> Classifier:
-    """The classifier with what trained folded into the base where the method merges (sentlab.methods.merge: no
-    adapter layers in each forward, the same predictions within float rounding), computing in fp32 on CPU. A
-    quantized base keeps its adapter (its merge would re-quantize the weights) and the run's precision; virtual
-    tokens (prefix, prompt) stay inputs; plain-weight methods (bitfit, head_only, full) are the model already."""
+    """The classifier with what trained folded into the base (sentlab.methods.merge: no adapter layers in each
+    forward) where that changes its answers by float rounding only: a full-precision base computing in fp32.
+    Under bf16 autocast (train.precision=auto on a CPU or GPU with bf16) the adapter stays: merged weights round
+    differently from the adapter the run was tested with (up to 5e-4 in a probability, measured) and made a text's
+    answer depend on the padding of its batch. A quantized base keeps its adapter too (a merge would re-quantize);
+    virtual tokens (prefix, prompt) stay inputs; plain-weight methods (bitfit, head_only, full) and the lexicon
+    baseline have nothing to merge."""
     from sentlab import methods
+    from sentlab.training import resolve_precision
 
     model = classifier.model
-    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-    if model is None or quantized or classifier.adapter:  # no model: the lexicon baseline
+    if model is None or classifier.adapter:  # no model: the lexicon baseline
         return classifier
-    if hasattr(model, "peft_config") and not model.active_peft_config.is_prompt_learning:
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    fp32 = resolve_precision(classifier.precision, model.device, model) == "fp32"
+    if hasattr(model, "peft_config") and not model.active_peft_config.is_prompt_learning and fp32 and not quantized:
         classifier.model = methods.merge(model).eval()
-    if classifier.model.device.type == "cpu":
-        # bf16 autocast on merged weights makes a text's probabilities depend on the padding of the batch it
-        # comes in (5e-5 measured on MiniLM); in fp32 a text gets the same answer alone or batched, as from a
-        # plain transformers forward.
-        classifier.precision = "fp32"
     return classifier
 
 

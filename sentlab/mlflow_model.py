@@ -55,14 +55,17 @@ class ModelFiles:
         return classifiers.load(self.cfg, self.adapter, self.merged, full_precision=full_precision)
 
     def serving_classifier(self) -> classifiers.Classifier:
-        """The classifier as predict and a served model use it: the adapter merged into its base where it can be."""
+        """The classifier as predict and a served model use it: the adapter merged into its base where that is exact
+        (classifier.merged_for_serving)."""
         return classifiers.merged_for_serving(self.classifier())
 
     def onnx_classifier(self) -> onnx_model.OnnxClassifier:
         """The merged classifier exported to ONNX (checked against PyTorch on the held-out texts), run by ONNX
         Runtime: what the pyfunc serves with SENTLAB_SERVE_ONNX=1."""
         onnx_model.check_exportable(self.cfg)
-        classifier = self.serving_classifier()
+        classifier = self.classifier()
+        classifier.precision = "fp32"  # what the graph computes
+        classifier = classifiers.merged_for_serving(classifier)
         with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph in memory
             path = Path(tmp) / onnx_model.FILE
             onnx_model.export(classifier, path, self.held_out_texts())

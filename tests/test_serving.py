@@ -103,3 +103,23 @@ def test_served_through_onnx_runtime(tiny_models, train, store, runs_dir, monkey
     assert [a["label"] for a in answers] == [e["label"] for e in expected]
     for answer, row in zip(answers, expected):
         assert all(abs(answer[k] - row[k]) < 1e-4 for k in row if k != "label"), (answer, row)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt_neox"])
+def test_features_per_request_equal_the_datasets_path(tiny_models, arch):
+    """What predict tokenizes per request (head.features, no datasets) is what a run's evaluation encodes."""
+    from transformers import AutoTokenizer
+
+    from sentlab.config import compose
+    from sentlab.data import Labels
+    from sentlab.heads import make_head
+    from sentlab.heads.base import Head
+
+    head_args = ["head=generative", "data.label_words=[terrible,okay,great]", "train.max_length=256"]
+    cfg = compose([*tiny_args(tiny_models, arch), *(head_args if arch == "gpt_neox" else [])])
+    head = make_head(cfg, AutoTokenizer.from_pretrained(tiny_models[arch]), Labels.of(cfg.data))
+    texts = [*TEXTS, "a long one " * 200]
+    direct = [{k: list(v) for k, v in f.items()} for f in head.features(texts)]
+    through_datasets = [{k: list(v) for k, v in f.items() if k != "label"} for f in Head.features(head, texts)]
+    assert direct == through_datasets
+    assert len(direct[-1]["input_ids"]) <= cfg.train.max_length  # truncated alike

@@ -39,8 +39,11 @@ class Head:
 
     def features(self, texts: list[str]) -> list[dict]:
         """Texts as model features, one dict per text (as `encode` gives them, without a label), tokenized
-        directly: what prediction runs per request (no datasets round trip)."""
-        raise NotImplementedError
+        directly: what prediction runs per request (no datasets round trip). This default goes through `encode`;
+        the heads here tokenize directly."""
+        from datasets import Dataset
+
+        return list(self.encode(Dataset.from_dict({"text": list(texts), "label": [0] * len(texts)})))
 
     @staticmethod
     def map_text(split, tokenize):
