@@ -298,3 +298,26 @@ def test_a_stopped_group_resumes_to_the_results_of_an_uninterrupted_one(tiny_ber
                 assert resumed[name].data.metrics[key] == pytest.approx(value, abs=TOL), (name, key)
         curve = _history(client_w, run, "train_loss")
         assert _history(client, resumed[name], "train_loss") == pytest.approx(curve, abs=TOL), name
+
+
+def test_a_member_checkpoint_is_refused_by_a_job_alone(tmp_path):
+    """A fused member's checkpoint names its weights as the group holds them: training.fit refuses it in one line
+    rather than loading nothing (strict=False would skip every key)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sentlab.checkpoints import Checkpoints
+    from sentlab.errors import RunError
+    from sentlab.training import Trainer
+
+    saved = Checkpoints(tmp_path / "run", every=None, keep=1)
+    saved.save({"fused": True, "trainable": {}}, 3)
+    cfg = SimpleNamespace(
+        batch_size=2, lr=1e-3, weight_decay=0.0, precision="fp32", grad_accum=1, epochs=1, warmup_ratio=0.0,
+        scheduler="linear",
+    )  # fmt: skip
+    head = SimpleNamespace(class_weights=None)
+    trainer = Trainer(torch.nn.Linear(2, 2), head, {"train": {"input_ids": [[1], [2]]}}, cfg, None, None, saved, None)
+    with pytest.raises(RunError, match="fused group's checkpoint: rerun the sweep's own command"):
+        trainer._resume()
