@@ -4,7 +4,8 @@ run alone (serial, Hydra's basic launcher), a member's failure isolated, and Hyd
 Equal results: with no dropout anywhere (lora.dropout=0 and a tiny BERT whose own dropout is 0; the tiny
 GPT-NeoX has none), the same seed and fp32, each member's per-epoch validation metrics (epoch/val_*), kept val_*
 and test_* metrics, parameter counts, adapter size and logged train losses and learning rates equal those of its
-job run alone within TOL (absolute): seq_cls, generative, and seq_cls on an int8 base.
+job run alone within TOL (absolute): seq_cls, generative, and seq_cls on an int8 base. A group stopped by SIGTERM
+and resumed by the same sweep command ends with the metrics and train losses of an uninterrupted group, within TOL.
 """
 
 from __future__ import annotations
