@@ -143,13 +143,14 @@ def _train_group(store: Store, members: list[GroupMember], jobs: list[MemberJob]
         _start(store, m, jobs[m.index], group_id)
     trainer = None
     try:
-        group, features = _build(members)
-        trainer = GroupTrainer(
-            group, first.head, features, {m.name: m.prepared.cfg.train for m in members}, first.device,
-            hooks={m.name: _hooks(m) for m in members}, checkpoints={m.name: m.saved for m in members},
-            states={m.name: m.state for m in members if m.state is not None},
-        )  # fmt: skip
-        outcomes = trainer.run()
+        with members[0].saved.catch_signals():  # from here to the end of training, a stop lands at a checkpoint
+            group, features = _build(members)
+            trainer = GroupTrainer(
+                group, first.head, features, {m.name: m.prepared.cfg.train for m in members}, first.device,
+                hooks={m.name: _hooks(m) for m in members}, checkpoints={m.name: m.saved for m in members},
+                states={m.name: m.state for m in members if m.state is not None},
+            )  # fmt: skip
+            outcomes = trainer.run()
     except BaseException as err:  # the group as a whole failed (loading the base, a bad batch), or was stopped
         for m in members:
             outcome = trainer.members[m.name].outcome if trainer else None

@@ -17,10 +17,11 @@ settings, log_every.
 Checkpoints (sentlab.checkpoints): with `checkpoints={name: Checkpoints}`, each member saves its own, in its run's
 folder, where its job alone would (every its train.checkpoint_every steps, at each epoch's end after validation):
 its trainable weights, optimizer, scheduler, progress and kept-best state, the RNG states, the losses not yet
-logged (so that a resumed member logs the same mean losses), and "fused": True (its
-weights are named as sentlab.multi_lora has them). A stop signal (SIGTERM, SIGINT) ends the step, saves every
-active member's checkpoint and raises Stopped. `states={name: checkpoint}` (Checkpoints.read) starts the members
-from their checkpoints, which must all stand at the same step: the group goes on exactly where it stopped.
+logged (so that a resumed member logs the same mean losses), and "fused": True (its weights are named as
+sentlab.multi_lora has them). A stop signal (SIGTERM, SIGINT; caught inside the first member's
+Checkpoints.catch_signals(), which the caller enters) ends the step, saves every active member's checkpoint and
+raises Stopped. `states={name: checkpoint}` (Checkpoints.read) starts the members from their checkpoints, which
+must all stand at the same step: the group goes on exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class GroupTrainer:
             member_hooks = (hooks or {}).get(name) or MemberHooks()
             self.members[name] = MemberState(name, cfg, optimizer, scheduler, member_hooks, params)
         self.checkpoints, self.states = checkpoints or {}, states or {}
-        # one member's Checkpoints catches the stop signals for the whole group
+        # the first member's Checkpoints holds the stop signal for the whole group (its catch_signals(), entered by
+        # the caller as training.fit's caller enters it)
         self.signals = next(iter(self.checkpoints.values()), None)
 
     def active(self) -> list[MemberState]:
@@ -118,14 +120,13 @@ class GroupTrainer:
         progress = self._resume()
         self.start = time.perf_counter() - progress.train_s
         epoch, first_batch = progress.epoch, progress.batch
-        with self.signals.catch_signals() if self.signals else contextlib.nullcontext():
-            while self.active():
-                self._train_epoch(epoch, first_batch)
-                for member in self.active():
-                    self._end_epoch(member, epoch)
-                self._checkpoint(self.active())  # the epoch's end: a resumed group goes on with the next epoch
-                self._stop_if_asked()
-                epoch, first_batch = epoch + 1, 0
+        while self.active():
+            self._train_epoch(epoch, first_batch)
+            for member in self.active():
+                self._end_epoch(member, epoch)
+            self._checkpoint(self.active())  # the epoch's end: a resumed group goes on with the next epoch
+            self._stop_if_asked()
+            epoch, first_batch = epoch + 1, 0
         return {name: m.outcome for name, m in self.members.items()}
 
     def _resume(self) -> Progress:
