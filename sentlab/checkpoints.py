@@ -14,6 +14,7 @@ import contextlib
 import os
 import random
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -27,10 +28,16 @@ class Stopped(BaseException):
     def __init__(self, signum: int, epoch: int, step: int):
         super().__init__(f"stopped by {signal.Signals(signum).name} at epoch {epoch}, step {step}")
         self.signum, self.epoch, self.step = signum, epoch, step
+        self.command: str | None = None  # what continues it (Run.closing sets it)
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
+
+    def exit(self):
+        """End the process as a stop ends it: one line on stderr with the resume command, the signal's code."""
+        print(f"sentlab: {self}; checkpoint saved; resume with: {self.command}", file=sys.stderr)
+        sys.exit(self.exit_code)
 
 
 def folder(runs_dir: str, run_id: str) -> Path:
@@ -64,13 +71,18 @@ class Checkpoints:
 
     def latest(self) -> dict | None:
         """The latest checkpoint, RNG states restored; None if there is none."""
+        state = self.read()
+        if state is not None:
+            set_rng_states(state.pop("rng"))
+        return state
+
+    def read(self) -> dict | None:
+        """The latest checkpoint as saved (its RNG states under "rng", not restored); None if there is none."""
         files = self.files()
         if not files:
             return None
         # sentlab's own file; weights_only would refuse numpy's RNG state
-        state = torch.load(files[-1], map_location="cpu", weights_only=False)
-        set_rng_states(state.pop("rng"))
-        return state
+        return torch.load(files[-1], map_location="cpu", weights_only=False)
 
     def remove(self) -> None:
         """Drop the checkpoints of a run that finished: its adapter is in MLflow."""

@@ -9,7 +9,14 @@ and MLflow model as the job run alone, plus the tag `sentlab.fused_group`.
 
 A member whose config already FINISHED is answered by that run (as a sweep job is); one that fails before its run
 starts is a FAILED child (Store.record_failure); one that fails in training (NaN loss) is a FAILED child while
-the others go on. Not yet: group checkpoints (a stopped group's members train again from the start).
+the others go on.
+
+Checkpoints: each member saves its own under runs_dir/checkpoints/<its run id>/ (sentlab.fused_training). A stop
+signal ends the group at a checkpoint: the members that had left the stack are tested and end as they would
+(FINISHED, pruned, FAILED), every other member's run is KILLED with the resume command (the sweep's own), the
+sweep's parent run KILLED, and Stopped raised. The same sweep command then answers the FINISHED members by their
+runs and reopens the KILLED ones (Store.interrupted, by config hash), which go on from their checkpoints: members
+that stand at different steps (or at none) train as separate groups, one after another.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sentlab import console, models, pipeline, study, tags, tracking
+from sentlab import checkpoints, console, models, pipeline, study, tags, tracking
 from sentlab.config import validate, with_max_length
 from sentlab.fused_training import GroupTrainer, MemberHooks
 from sentlab.multi_lora import Member
@@ -51,6 +58,9 @@ class GroupMember:
     name: str
     run: Run | None = None
     closing: object = None  # the run's closing() context, entered by hand: members end one by one
+    resume: object = None  # its interrupted MLflow run (Store.interrupted), reopened
+    state: dict | None = None  # that run's latest checkpoint (Checkpoints.read)
+    saved: checkpoints.Checkpoints | None = None  # its run's checkpoint folder
 
 
 def run_group(jobs: list[MemberJob], sweep_dir: str | None) -> list:
@@ -67,8 +77,12 @@ def run_group(jobs: list[MemberJob], sweep_dir: str | None) -> list:
             todo.append((i, job))
     members = _prepare(store, todo, results)
     try:
-        if members:
-            _train_group(store, members, jobs, results)
+        for part in _by_progress(store, members):
+            _train_group(store, part, jobs, results)
+    except checkpoints.Stopped:  # the whole sweep stops; rerunning its command continues it
+        if sweep is not None:
+            store.client.set_terminated(todo[0][1].parent, "KILLED")
+        raise
     finally:  # free the group's memory before the next group starts
         gc.collect()
         if torch.cuda.is_available():
@@ -103,32 +117,69 @@ def _prepare(store: Store, todo: list, results: list) -> list[GroupMember]:
     return members
 
 
+def _by_progress(store: Store, members: list[GroupMember]) -> list[list[GroupMember]]:
+    """Each member's interrupted run and its checkpoint, if any; the members split by the step their checkpoints
+    stand at (0: from the start), one group each. A job alone's checkpoint cannot go on in a group: that member
+    starts again, in a new run."""
+    parts: dict[int, list[GroupMember]] = {}
+    for m in members:
+        cfg = m.prepared.cfg
+        if not cfg.force and (interrupted := store.interrupted(m.job)):
+            folder = checkpoints.folder(cfg.runs_dir, interrupted.info.run_id)
+            state = checkpoints.Checkpoints(folder, None, 1).read()
+            if state is not None and state.get("fused"):
+                m.resume, m.state = interrupted, state
+            else:
+                log.warning(f"run {interrupted.info.run_id} was stopped alone, not in a group: it trains anew")
+        parts.setdefault(m.state["progress"]["step"] if m.state else 0, []).append(m)
+    return list(parts.values())
+
+
 def _train_group(store: Store, members: list[GroupMember], jobs: list[MemberJob], results: list) -> None:
     group_id = uuid.uuid4().hex[:12]
     first = members[0].prepared
     log.info(f"fused group {group_id}: {len(members)} jobs on one {first.cfg.backbone.name} base")
     for m in members:
-        run_tags = {**pipeline._tags(m.job, m.prepared), tags.FUSED_GROUP: group_id}
-        m.run = Run.start(store, m.job, run_tags)
-        m.closing = m.run.closing(jobs[m.index].log_file)
-        m.closing.__enter__()
-        pipeline._log_config(m.run, m.prepared.cfg, m.prepared.data, jobs[m.index].hydra_dir)
+        _start(store, m, jobs[m.index], group_id)
+    trainer = None
     try:
-        group, features = _build(members)
-        trainer = GroupTrainer(
-            group, first.head, features, {m.name: m.prepared.cfg.train for m in members}, first.device,
-            hooks={m.name: _hooks(m) for m in members},
-        )  # fmt: skip
-        outcomes = trainer.run()
-    except BaseException as err:  # the group as a whole failed (loading the base, a bad batch): every member
+        with members[0].saved.catch_signals():  # from here to the end of training, a stop lands at a checkpoint
+            group, features = _build(members)
+            trainer = GroupTrainer(
+                group, first.head, features, {m.name: m.prepared.cfg.train for m in members}, first.device,
+                hooks={m.name: _hooks(m) for m in members}, checkpoints={m.name: m.saved for m in members},
+                states={m.name: m.state for m in members if m.state is not None},
+            )  # fmt: skip
+            outcomes = trainer.run()
+    except BaseException as err:  # the group as a whole failed (loading the base, a bad batch), or was stopped
         for m in members:
-            _close(m, err)
-            results[m.index] = err
+            outcome = trainer.members[m.name].outcome if trainer else None
+            if isinstance(err, checkpoints.Stopped) and outcome is not None:  # it had left the stack: it ends
+                results[m.index] = _finish(m, group, trainer, features, outcome)
+            else:
+                _close(m, err)
+                results[m.index] = err
         if isinstance(err, Exception):
             return
         raise
     for m in members:
         results[m.index] = _finish(m, group, trainer, features, outcomes[m.name])
+
+
+def _start(store: Store, m: GroupMember, member_job: MemberJob, group_id: str) -> None:
+    """A member's run started (or its interrupted run reopened) and entered, its config logged if new."""
+    run_tags = {**pipeline._tags(m.job, m.prepared), tags.FUSED_GROUP: group_id}
+    m.run = Run.start(store, m.job, run_tags, m.resume)
+    m.closing = m.run.closing(member_job.log_file)
+    m.closing.__enter__()
+    cfg = m.prepared.cfg
+    m.saved = checkpoints.Checkpoints(
+        checkpoints.folder(cfg.runs_dir, m.run.id), cfg.train.checkpoint_every, cfg.train.keep_checkpoints
+    )
+    if m.run.resumed:
+        m.run.set_tags({tags.FUSED_GROUP: group_id})
+    else:
+        pipeline._log_config(m.run, cfg, m.prepared.data, member_job.hydra_dir)
 
 
 def _build(members: list[GroupMember]):
@@ -188,6 +239,7 @@ def _finish(m: GroupMember, group, trainer: GroupTrainer, features: dict, outcom
         _close(m, err)
         return err
     _close(m, None)
+    m.saved.remove()  # its adapter is in MLflow
     group.remove(m.name)  # its weights freed
     return result
 

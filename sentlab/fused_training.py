@@ -12,7 +12,16 @@ leaves the stack when its epochs are done, when it stops early or is pruned, or 
 run FAILS; the others go on). What each member logs goes to its own hooks.log_metrics.
 
 Settings members share (sentlab.fused.setting_key): batch size, grad_accum, group_by_length, precision, eval
-settings, log_every. Not supported yet: checkpoints of the group (a stopped group trains again from the start).
+settings, log_every.
+
+Checkpoints (sentlab.checkpoints): with `checkpoints={name: Checkpoints}`, each member saves its own, in its run's
+folder, where its job alone would (every its train.checkpoint_every steps, at each epoch's end after validation):
+its trainable weights, optimizer, scheduler, progress and kept-best state, the RNG states, the losses not yet
+logged (so that a resumed member logs the same mean losses), and "fused": True (its weights are named as
+sentlab.multi_lora has them). A stop signal (SIGTERM, SIGINT; caught inside the first member's
+Checkpoints.catch_signals(), which the caller enters) ends the step, saves every active member's checkpoint and
+raises Stopped. `states={name: checkpoint}` (Checkpoints.read) starts the members from their checkpoints, which
+must all stand at the same step: the group goes on exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
+from sentlab.checkpoints import Stopped, set_rng_states
 from sentlab.errors import RunError
 from sentlab.multi_lora import Group, member_losses, stack_batches
 from sentlab.training import EPOCH_CURVE, Progress, autocast, epoch_batches, evaluate, resolve_precision, to_device
@@ -76,7 +86,10 @@ class MemberState:
 class GroupTrainer:
     """One group's training: the members' states, the shared data and model."""
 
-    def __init__(self, group: Group, head, features: dict, train_cfgs: dict, device, hooks: dict | None = None):
+    def __init__(
+        self, group: Group, head, features: dict, train_cfgs: dict, device, hooks: dict | None = None,
+        checkpoints: dict | None = None, states: dict | None = None,
+    ):  # fmt: skip
         from transformers import get_scheduler
 
         self.group, self.head, self.device = group, head, device
@@ -94,26 +107,52 @@ class GroupTrainer:
             scheduler = get_scheduler(cfg.scheduler, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
             member_hooks = (hooks or {}).get(name) or MemberHooks()
             self.members[name] = MemberState(name, cfg, optimizer, scheduler, member_hooks, params)
+        self.checkpoints, self.states = checkpoints or {}, states or {}
+        # the first member's Checkpoints holds the stop signal for the whole group (its catch_signals(), entered by
+        # the caller as training.fit's caller enters it)
+        self.signals = next(iter(self.checkpoints.values()), None)
 
     def active(self) -> list[MemberState]:
         return [m for m in self.members.values() if m.outcome is None]
 
     def run(self) -> dict[str, Outcome]:
-        self.start = time.perf_counter()
-        epoch = 1
+        """Train until every member has left the stack (or a stop signal: Stopped, at a checkpoint)."""
+        progress = self._resume()
+        self.start = time.perf_counter() - progress.train_s
+        epoch, first_batch = progress.epoch, progress.batch
         while self.active():
-            self._train_epoch(epoch)
+            self._train_epoch(epoch, first_batch)
             for member in self.active():
                 self._end_epoch(member, epoch)
-            epoch += 1
+            self._checkpoint(self.active())  # the epoch's end: a resumed group goes on with the next epoch
+            self._stop_if_asked()
+            epoch, first_batch = epoch + 1, 0
         return {name: m.outcome for name, m in self.members.items()}
 
-    def _train_epoch(self, epoch: int) -> None:
-        """One epoch of every active member; a member whose loss turns NaN leaves the stack at once."""
+    def _resume(self) -> Progress:
+        """Every member from its checkpoint (`states`), if given; the group's progress (a member's: all equal)."""
+        for name, state in self.states.items():
+            member = self.members[name]
+            self.group.load_state_dict(name, state["trainable"])
+            member.optimizer.load_state_dict(state["optimizer"])
+            member.scheduler.load_state_dict(state["scheduler"])
+            member.progress = Progress(**state["progress"])
+            member.loss_sum, member.loss_count = state["pending_loss"]
+        if not self.states:
+            return Progress()
+        state = next(iter(self.states.values()))
+        set_rng_states(state["rng"])  # saved at the same moment by every member
+        progress = Progress(**state["progress"])
+        log.info(f"group resumed at step {progress.step} (epoch {progress.epoch}, batch {progress.batch})")
+        return progress
+
+    def _train_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """One epoch of every active member (from batch `first_batch`: a resumed group); a member whose loss turns
+        NaN leaves the stack at once."""
         members = [m for m in self.active() if epoch <= m.cfg.epochs]
-        batches_of = {m.name: iter(self._loader(m.cfg.seed, epoch)) for m in members}
+        batches_of = {m.name: iter(self._loader(m.cfg.seed, epoch, first_batch)) for m in members}
         self.group.model.train()
-        for i in range(self.n_batches):
+        for i in range(first_batch, self.n_batches):
             members = [m for m in members if m.outcome is None]
             if not members:
                 return
@@ -125,15 +164,53 @@ class GroupTrainer:
             with autocast(self.device, self.precision):
                 losses = member_losses(self.head, self.group.model, to_device(stacked, self.device), sizes)
             sum(loss / m.cfg.grad_accum for loss, m in zip(losses, members)).backward()
+            stepped = []
             for member, loss in zip(members, losses):
                 member.loss_sum += loss.detach().float()
                 member.loss_count += 1
                 if (i + 1) % member.cfg.grad_accum == 0 or i + 1 == self.n_batches:
                     self._optimizer_step(member, epoch, i + 1)
+                    stepped.append(member)
+            self._step_checkpoints([m for m in stepped if m.outcome is None])
 
-    def _loader(self, seed: int, epoch: int) -> DataLoader:
-        """A member's batches of `epoch`: exactly those of its job alone (sentlab.training.epoch_batches)."""
+    def _step_checkpoints(self, stepped: list[MemberState]) -> None:
+        """After an optimizer step: each member's checkpoint when due; every active one's on a stop signal."""
+        if not self.checkpoints or not stepped:
+            return
+        if self.signals.stop_signal:
+            self._checkpoint(self.active())
+        else:
+            self._checkpoint([m for m in stepped if self.checkpoints[m.name].due(m.progress.step)])
+        self._stop_if_asked()
+
+    def _checkpoint(self, members: list[MemberState]) -> None:
+        """Each member's checkpoint in its own folder (what training.fit saves for a job alone, marked fused)."""
+        if not self.checkpoints:
+            return
+        for member in members:
+            progress = member.progress
+            progress.train_s = time.perf_counter() - self.start
+            state = {
+                "fused": True,
+                "progress": vars(progress),
+                "trainable": self.group.state_dict(member.name),
+                "optimizer": member.optimizer.state_dict(),
+                "scheduler": member.scheduler.state_dict(),
+                "pending_loss": (float(member.loss_sum), member.loss_count),  # the losses not logged yet
+            }
+            self.checkpoints[member.name].save(state, progress.step)
+
+    def _stop_if_asked(self) -> None:
+        """On a stop signal (every active member's checkpoint saved): Stopped, at the group's progress."""
+        if self.signals and self.signals.stop_signal and (active := self.active()):
+            progress = active[0].progress
+            raise Stopped(self.signals.stop_signal, progress.epoch, progress.step)
+
+    def _loader(self, seed: int, epoch: int, first_batch: int = 0) -> DataLoader:
+        """A member's batches of `epoch` from `first_batch` on: exactly those of its job alone
+        (sentlab.training.epoch_batches)."""
         batches = epoch_batches(self.lengths, self.shared.batch_size, seed, epoch, self.shared.group_by_length)
+        batches = batches[first_batch:]
         # Its own generator: creating the loader's iterator would otherwise draw from the global RNG (dropout's).
         return DataLoader(
             self.train_features, batch_sampler=batches, collate_fn=self.head.collate, generator=torch.Generator()

@@ -32,8 +32,7 @@ def main(cfg: DictConfig) -> float:
             cfg, overrides=list(hydra_cfg.overrides.task), sweep_dir=sweep_dir, hydra_dir=hydra_cfg.runtime.output_dir
         )
     except checkpoints.Stopped as stop:  # SIGTERM/SIGINT: the run is KILLED at a checkpoint; a sweep stops too
-        print(f"sentlab: {stop}; checkpoint saved; resume with: {stop.command}", file=sys.stderr)
-        sys.exit(stop.exit_code)
+        stop.exit()
     except Exception as err:
         explained = isinstance(err, (ConfigError, RunError))  # the message says it all: no traceback
         if sweep_dir is None:

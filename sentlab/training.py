@@ -220,6 +220,11 @@ class Trainer:
         state = self.checkpoints.latest() if self.checkpoints and self.rank == 0 else None
         if (state := distributed.broadcast(state)) is None:
             return
+        if state.get("fused"):  # a fused group's member: weights named and stacked as sentlab.multi_lora has them
+            raise RunError(
+                f"{self.checkpoints.path} is a fused group's checkpoint: rerun the sweep's own command "
+                "(hydra/launcher=fused) to resume it"
+            )
         self.model.load_state_dict(state["trainable"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

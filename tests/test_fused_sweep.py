@@ -4,7 +4,8 @@ run alone (serial, Hydra's basic launcher), a member's failure isolated, and Hyd
 Equal results: with no dropout anywhere (lora.dropout=0 and a tiny BERT whose own dropout is 0; the tiny
 GPT-NeoX has none), the same seed and fp32, each member's per-epoch validation metrics (epoch/val_*), kept val_*
 and test_* metrics, parameter counts, adapter size and logged train losses and learning rates equal those of its
-job run alone within TOL (absolute): seq_cls, generative, and seq_cls on an int8 base.
+job run alone within TOL (absolute): seq_cls, generative, and seq_cls on an int8 base. A group stopped by SIGTERM
+and resumed by the same sweep command ends with the metrics and train losses of an uninterrupted group, within TOL.
 """
 
 from __future__ import annotations
@@ -230,3 +231,94 @@ def test_bad_max_members_is_one_line_and_no_run(value, tiny_models, train, store
 
     args = ["-m", "hydra/launcher=fused", f"hydra.launcher.max_members={value}", *tiny_args(tiny_models, "bert")]
     assert_refused(train, store, capsys, [*args, "lora.r=2,4", *FAST], "hydra.launcher.max_members", ["1 or more"])
+
+
+# A group long enough to be stopped in its second epoch: 160 rows in batches of 4, 40 steps an epoch, a
+# checkpoint every 3 steps; one member of 1 epoch (it has left the stack by then), one of 2.
+STOPPABLE = [
+    *[a for a in FAST if not a.startswith(("train.epochs", "data.max_samples.train", "train.batch_size"))],
+    "data.max_samples.train=160",
+    "train.batch_size=4",
+    "train.checkpoint_every=3",
+    "train.log_every=3",
+    "train.epochs=1,2",
+]
+
+
+def _stop_in_epoch_two(args: list[str], runs_dir: Path) -> tuple[int, str]:
+    """The sweep in a subprocess, SIGTERM once a checkpoint of epoch 2 (step > 40) is written: (code, stderr)."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO
+
+    command = [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={runs_dir}"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any(int(f.stem.split("-")[1]) > 40 for f in runs_dir.glob("checkpoints/*/step-*.pt")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 300 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    return process.returncode, err
+
+
+@pytest.mark.slow
+def test_a_stopped_group_resumes_to_the_results_of_an_uninterrupted_one(tiny_bert, tmp_path, monkeypatch):
+    args = ["-m", "backbone=minilm", f"backbone.source={tiny_bert}", *NO_DROPOUT, *STOPPABLE, "hydra/launcher=fused"]
+    runs_dir = tmp_path / "stopped"
+    code, err = _stop_in_epoch_two(args, runs_dir)
+    assert code == 143 and "sentlab: stopped by SIGTERM at epoch 2" in err, err
+    client, stopped = _children(runs_dir)
+    one, two = stopped["train.epochs=1"], stopped["train.epochs=2"]
+    assert one.info.status == "FINISHED"  # it had left the stack: tested and logged at the stop
+    assert two.info.status == "KILLED"
+    command = "python -m sentlab.train " + " ".join([*args, f"runs_dir={runs_dir}"])
+    assert two.data.tags["sentlab.resume_command"] == command  # the sweep's own
+    (parent,) = [r for r in client.search_runs([one.info.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert list((runs_dir / "checkpoints" / two.info.run_id).glob("step-*.pt"))
+
+    _train(runs_dir, monkeypatch, *args)  # the same sweep command
+    client, resumed = _children(runs_dir)
+    assert {n: (r.info.run_id, r.info.status) for n, r in resumed.items()} == {
+        n: (r.info.run_id, "FINISHED") for n, r in stopped.items()
+    }  # the FINISHED member reused, the KILLED one continued in its own run
+    for run, last in ((resumed["train.epochs=1"], 39), (resumed["train.epochs=2"], 78)):  # logged every 3
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == sorted(set(steps)) and steps[-1] == last  # none twice: the first member not retrained
+    assert not list(runs_dir.glob("checkpoints/*/step-*.pt"))  # FINISHED runs' checkpoints dropped
+
+    _train(tmp_path / "whole", monkeypatch, *args)  # never interrupted
+    client_w, whole = _children(tmp_path / "whole")
+    for name, run in whole.items():
+        for key, value in run.data.metrics.items():
+            if key not in TIMING:
+                assert resumed[name].data.metrics[key] == pytest.approx(value, abs=TOL), (name, key)
+        curve = _history(client_w, run, "train_loss")
+        assert _history(client, resumed[name], "train_loss") == pytest.approx(curve, abs=TOL), name
+
+
+def test_a_member_checkpoint_is_refused_by_a_job_alone(tmp_path):
+    """A fused member's checkpoint names its weights as the group holds them: training.fit refuses it in one line
+    rather than loading nothing (strict=False would skip every key)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sentlab.checkpoints import Checkpoints
+    from sentlab.errors import RunError
+    from sentlab.training import Trainer
+
+    saved = Checkpoints(tmp_path / "run", every=None, keep=1)
+    saved.save({"fused": True, "trainable": {}}, 3)
+    cfg = SimpleNamespace(
+        batch_size=2, lr=1e-3, weight_decay=0.0, precision="fp32", grad_accum=1, epochs=1, warmup_ratio=0.0,
+        scheduler="linear",
+    )  # fmt: skip
+    head = SimpleNamespace(class_weights=None)
+    trainer = Trainer(torch.nn.Linear(2, 2), head, {"train": {"input_ids": [[1], [2]]}}, cfg, None, None, saved, None)
+    with pytest.raises(RunError, match="fused group's checkpoint: rerun the sweep's own command"):
+        trainer._resume()

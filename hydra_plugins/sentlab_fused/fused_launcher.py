@@ -12,7 +12,9 @@ configs (no lora / train node) never fuse: the launcher is then Hydra's BasicLau
 
 A group's members get their Hydra job folders (.hydra/, train.log) as serial jobs do; while the group trains,
 its log lines go to every member's train.log. Each member's job returns what sentlab.train's main returns: its
-val_<select_metric>, or NaN for a failed job (the sweep goes on; the sweep callback's summary counts it).
+val_<select_metric>, or NaN for a failed job (the sweep goes on; the sweep callback's summary counts it). A stop
+signal ends the sweep as it ends a serial one: the group stopped at a checkpoint, its resume command on stderr,
+exit code 128 + the signal's number; the same command continues it.
 """
 
 import logging
@@ -103,7 +105,7 @@ class FusedLauncher(Launcher):
     def _run_group(self, configs) -> list[JobReturn]:
         """Each member's job folder made (as run_job makes it), then the group trained by sentlab, its log lines
         in every member's train.log; each JobReturn carries the member's val_<select_metric>, or NaN."""
-        from sentlab import console, fused_pipeline
+        from sentlab import checkpoints, console, fused_pipeline
 
         console.quiet_dependencies()
         members = []
@@ -118,7 +120,10 @@ class FusedLauncher(Launcher):
 
         returns = [self._run_job(config, capture) for config in configs]
         with _log_to_all([m.log_file for m in members]):
-            results = fused_pipeline.run_group(members, str(self.config.hydra.sweep.dir))
+            try:
+                results = fused_pipeline.run_group(members, str(self.config.hydra.sweep.dir))
+            except checkpoints.Stopped as stop:  # SIGTERM/SIGINT: as sentlab.train's main ends a stopped sweep
+                stop.exit()
         for ret, member, result in zip(returns, members, results):
             ret.status, ret.return_value = JobStatus.COMPLETED, _value(member.cfg, ret, result)
         return returns
