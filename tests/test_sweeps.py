@@ -33,6 +33,7 @@ def test_failed_jobs_do_not_stop_the_sweep_and_a_rerun_resumes(tiny_models, trai
 
     args = ["-m", *tiny_args(tiny_models, "bert"), *FAILING, *FAST]
     gc.collect()  # what earlier tests in this process left; the sweep must free its own
+    plt.close("all")  # figures earlier tests drew and kept (e.g. a plot function tested on its own)
     with pytest.raises(SystemExit) as exit_info:
         train(*args)
     assert exit_info.value.code == 1  # non-zero after the whole sweep, because jobs failed
