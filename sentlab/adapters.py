@@ -25,19 +25,9 @@ def lora_config(lora, task_type: str):
 
 def add_lora(model, lora, task_type: str):
     """Wrap `model` in a peft LoRA model; `task_type` is peft's (SEQ_CLS saves the head with the adapter)."""
-    from peft import get_peft_model
+    from sentlab import methods
 
-    config = lora_config(lora, task_type)
-    try:
-        return get_peft_model(model, config)
-    except ValueError as err:
-        if "target" not in str(err):
-            raise
-        names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n and not n[-1].isdigit()})
-        raise ConfigError(
-            f"lora.target_modules: {lora.target_modules} matches no module of this model; set "
-            f"lora.target_modules (or backbone.target_modules) to some of: {', '.join(names)}"
-        ) from err
+    return methods.wrap(model, lora_config(lora, task_type), "lora.target_modules")
 
 
 def parameter_counts(model) -> dict[str, float]:

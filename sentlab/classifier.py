@@ -78,16 +78,10 @@ class Classifier:
     def predict(self, texts: list[str], batch_size: int | None = None):
         """A DataFrame: label, probability, prob_<label> for every label; one row per text."""
         import numpy as np
-        import pandas as pd
 
-        probs = np.exp(self.log_probs(texts, batch_size).astype(np.float64))
-        best = probs.argmax(axis=1)
-        frame = pd.DataFrame(
-            {"label": [self.label_names[i] for i in best], "probability": probs[np.arange(len(best)), best]}
-        )
-        for i, name in enumerate(self.label_names):
-            frame[f"prob_{name}"] = probs[:, i]
-        return frame
+        from sentlab.metrics import prediction_frame
+
+        return prediction_frame(np.exp(self.log_probs(texts, batch_size).astype(np.float64)), self.label_names)
 
 
 class LexiconClassifier(Classifier):

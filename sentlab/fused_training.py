@@ -267,17 +267,9 @@ class GroupTrainer:
         member.hooks.log_metrics({f"{EPOCH_CURVE}val_{k}": v for k, v in val.items()}, epoch)
         shown = "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro"))
         log.info(f"{member.name} epoch {epoch}: {shown}")
-        improved = val[cfg.select_metric] > progress.best_score
-        if improved:
-            progress.best_score, progress.stale = val[cfg.select_metric], 0
-        else:
-            progress.stale += 1
-        if cfg.keep == "last" or improved:
-            progress.kept = {"epoch": epoch, "val": val}
-            if cfg.keep == "best":
-                progress.kept_state = {k: t.clone() for k, t in self.group.state_dict(member.name).items()}
-        if cfg.patience and progress.stale >= cfg.patience and epoch < cfg.epochs:
-            progress.stopped_epoch = epoch
+        if progress.judge(
+            cfg, epoch, val, lambda: {k: t.clone() for k, t in self.group.state_dict(member.name).items()}
+        ):
             member.hooks.log_metrics({"stopped_epoch": epoch}, epoch)
             log.info(f"{member.name}: early stop after epoch {epoch} (train.patience={cfg.patience})")
         if member.hooks.after_epoch:

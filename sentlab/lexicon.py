@@ -68,13 +68,6 @@ class Lexicon:
 
     def predict(self, texts: list[str]):
         """A DataFrame: label, probability, prob_<label> for every label; one row per text."""
-        import pandas as pd
+        from sentlab.metrics import prediction_frame
 
-        probs = np.exp(self.log_probs(list(texts)))
-        best = probs.argmax(axis=1)
-        frame = pd.DataFrame(
-            {"label": [self.label_names[i] for i in best], "probability": probs[np.arange(len(best)), best]}
-        )
-        for i, name in enumerate(self.label_names):
-            frame[f"prob_{name}"] = probs[:, i]
-        return frame
+        return prediction_frame(np.exp(self.log_probs(list(texts))), self.label_names)

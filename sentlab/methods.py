@@ -84,7 +84,7 @@ def _lora_config(lora, task_type, **extra):
     )
 
 
-def _wrap(model, config, setting: str):
+def wrap(model, config, setting: str):
     """get_peft_model, with peft's 'no module matched' turned into a ConfigError naming `setting`."""
     from peft import get_peft_model
 
@@ -101,29 +101,29 @@ def _wrap(model, config, setting: str):
 
 
 def _lora(model, method, lora, task_type):
-    return _wrap(model, _lora_config(lora, task_type), "lora.target_modules")
+    return wrap(model, _lora_config(lora, task_type), "lora.target_modules")
 
 
 def _dora(model, method, lora, task_type):
     # Weight-decomposed LoRA (Liu et al. 2024): a trained magnitude per output row besides the low-rank direction.
-    return _wrap(model, _lora_config(lora, task_type, use_dora=True), "lora.target_modules")
+    return wrap(model, _lora_config(lora, task_type, use_dora=True), "lora.target_modules")
 
 
 def _rslora(model, method, lora, task_type):
     # Rank-stabilized LoRA (Kalajdzievski 2023): the update scaled by alpha/sqrt(r) instead of alpha/r.
-    return _wrap(model, _lora_config(lora, task_type, use_rslora=True), "lora.target_modules")
+    return wrap(model, _lora_config(lora, task_type, use_rslora=True), "lora.target_modules")
 
 
 def _pissa(model, method, lora, task_type):
     # PiSSA (Meng et al. 2024): A and B start as the top-r singular vectors of each weight, the base keeps the
     # residual. A reload repeats the exact SVD on the same base (deterministic), so the plain adapter folder
     # suffices; peft's fast randomized SVD ("pissa_niter_N") would draw another residual on reload.
-    return _wrap(model, _lora_config(lora, task_type, init_lora_weights="pissa"), "lora.target_modules")
+    return wrap(model, _lora_config(lora, task_type, init_lora_weights="pissa"), "lora.target_modules")
 
 
 def _olora(model, method, lora, task_type):
     # OLoRA (Büyükakyüz 2024): A and B start from a QR decomposition of each weight; the base keeps the rest.
-    return _wrap(model, _lora_config(lora, task_type, init_lora_weights="olora"), "lora.target_modules")
+    return wrap(model, _lora_config(lora, task_type, init_lora_weights="olora"), "lora.target_modules")
 
 
 def _loraplus_optimizer(model, train_cfg, method_cfg):
@@ -157,7 +157,7 @@ def _ia3(model, method, lora, task_type):
         feedforward_modules=feedforward,
         modules_to_save=_names(method.get("modules_to_save")),
     )
-    return _wrap(model, config, "method.target_modules")
+    return wrap(model, config, "method.target_modules")
 
 
 def _vera(model, method, lora, task_type):
@@ -172,7 +172,7 @@ def _vera(model, method, lora, task_type):
         target_modules=_names(method.target_modules),
         modules_to_save=_names(method.get("modules_to_save")),
     )
-    return _wrap(model, config, "method.target_modules")
+    return wrap(model, config, "method.target_modules")
 
 
 def _loha(model, method, lora, task_type):
@@ -187,7 +187,7 @@ def _loha(model, method, lora, task_type):
         target_modules=_names(method.target_modules),
         modules_to_save=_names(method.get("modules_to_save")),
     )
-    return _wrap(model, config, "method.target_modules")
+    return wrap(model, config, "method.target_modules")
 
 
 def _lokr(model, method, lora, task_type):
@@ -202,7 +202,7 @@ def _lokr(model, method, lora, task_type):
         target_modules=_names(method.target_modules),
         modules_to_save=_names(method.get("modules_to_save")),
     )
-    return _wrap(model, config, "method.target_modules")
+    return wrap(model, config, "method.target_modules")
 
 
 def _virtual_token_sizes(model) -> dict:
@@ -230,7 +230,7 @@ def _prefix(model, method, lora, task_type):
         prefix_projection=bool(method.get("projection", False)),
         **_virtual_token_sizes(model),
     )
-    return _wrap(model, config, "method")
+    return wrap(model, config, "method")
 
 
 def _prompt(model, method, lora, task_type):
@@ -253,7 +253,7 @@ def _prompt(model, method, lora, task_type):
         tokenizer_name_or_path=model.config._name_or_path if text else None,
         **_virtual_token_sizes(model),
     )
-    return _wrap(model, config, "method")
+    return wrap(model, config, "method")
 
 
 def _peft_default(kind: str, model):

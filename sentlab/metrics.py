@@ -60,3 +60,14 @@ def plot_confusion(matrix: np.ndarray, label_names: list[str], title: str):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
     fig.tight_layout()
     return fig
+
+
+def prediction_frame(probs, label_names: list[str]):
+    """A DataFrame of [n, n_labels] probabilities: label, its probability, and prob_<label> for every label."""
+    import pandas as pd
+
+    best = probs.argmax(axis=1)
+    frame = pd.DataFrame({"label": [label_names[i] for i in best], "probability": probs[np.arange(len(best)), best]})
+    for i, name in enumerate(label_names):
+        frame[f"prob_{name}"] = probs[:, i]
+    return frame

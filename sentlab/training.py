@@ -130,6 +130,23 @@ class Progress:
     stopped_epoch: int | None = None  # the epoch early stopping ended training at
     train_s: float = 0.0  # seconds of training so far, a stopped run's earlier attempts included
 
+    def judge(self, cfg, epoch: int, val: dict, weights) -> bool:
+        """After an evaluated epoch: the epoch to keep (train.keep; weights() copies its trainable weights for
+        keep=best); True when early stopping ends training here (train.patience)."""
+        improved = val[cfg.select_metric] > self.best_score
+        if improved:
+            self.best_score, self.stale = val[cfg.select_metric], 0
+        else:
+            self.stale += 1
+        if cfg.keep == "last" or improved:
+            self.kept = {"epoch": epoch, "val": val}
+            if cfg.keep == "best":
+                self.kept_state = weights()
+        if cfg.patience and self.stale >= cfg.patience and epoch < cfg.epochs:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
 
 def _no_log(metrics: dict, step: int) -> None:
     pass
@@ -318,17 +335,7 @@ class Trainer:
     def _judge(self, epoch: int, val: dict) -> None:
         """After an evaluated epoch: the epoch to keep (train.keep) and early stopping (train.patience)."""
         cfg, progress = self.cfg, self.progress
-        improved = val[cfg.select_metric] > progress.best_score
-        if improved:
-            progress.best_score, progress.stale = val[cfg.select_metric], 0
-        else:
-            progress.stale += 1
-        if cfg.keep == "last" or improved:
-            progress.kept = {"epoch": epoch, "val": val}
-            if cfg.keep == "best":
-                progress.kept_state = {n: p.detach().clone() for n, p in self.trainable.items()}
-        if cfg.patience and progress.stale >= cfg.patience and epoch < cfg.epochs:
-            progress.stopped_epoch = epoch
+        if progress.judge(cfg, epoch, val, lambda: {n: p.detach().clone() for n, p in self.trainable.items()}):
             self.log_metrics({"stopped_epoch": epoch}, epoch)
             log.info(
                 f"early stop after epoch {epoch}: val_{cfg.select_metric} did not improve on "
