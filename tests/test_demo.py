@@ -33,6 +33,8 @@ def _shown(page, i: int) -> dict[str, int]:
 
 def test_demo_page_answers_as_predict(tiny_models, train, store, runs_dir, tmp_path, capsys):
     sync_playwright = _browser_or_skip()
+    from playwright.sync_api import expect
+
     args = [*FAST, *tiny_args(tiny_models, "roberta")]
     train(*args, "train.seed=1")
     train(*args, "train.seed=2", "train.lr=5e-3")
@@ -58,7 +60,9 @@ def test_demo_page_answers_as_predict(tiny_models, train, store, runs_dir, tmp_p
             shown = [_shown(page, i) for i in range(2)]
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             page.locator("table, .gallery, [data-testid='examples']").first.get_by_text(re.compile(".+")).first.click()
-            example = page.get_by_label("Text").input_value()
+            box = page.get_by_label("Text")
+            expect(box).not_to_have_value(TEXT, timeout=30_000)  # the page fills it asynchronously
+            example = box.input_value()
         finally:
             browser.close()
     for want, got in zip(expected, shown):
