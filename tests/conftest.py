@@ -155,23 +155,28 @@ def runs_dir(tmp_path) -> Path:
     return tmp_path / "runs"
 
 
+def train_into(runs_dir: Path, monkeypatch, *args: str):
+    """Run `python -m sentlab.train ARGS runs_dir=RUNS_DIR` in-process (the real Hydra entry point)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sentlab.train import main
+
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["sentlab.train", *args, f"runs_dir={runs_dir}"])
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    try:
+        return main()
+    finally:  # Hydra's handlers write to this test's captured streams, closed once it ends
+        root.handlers[:] = handlers
+
+
 @pytest.fixture
 def train(runs_dir, monkeypatch):
     """Run `python -m sentlab.train ARGS` in-process (the real Hydra entry point) into runs_dir."""
 
     def _train(*args: str):
-        from hydra.core.global_hydra import GlobalHydra
-
-        from sentlab.train import main
-
-        GlobalHydra.instance().clear()
-        monkeypatch.setattr(sys, "argv", ["sentlab.train", *args, f"runs_dir={runs_dir}"])
-        root = logging.getLogger()
-        handlers = root.handlers[:]
-        try:
-            return main()
-        finally:  # Hydra's handlers write to this test's captured streams, closed once it ends
-            root.handlers[:] = handlers
+        return train_into(runs_dir, monkeypatch, *args)
 
     return _train
 

@@ -11,7 +11,6 @@ and resumed by the same sweep command ends with the metrics and train losses of 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST
+from conftest import train_into as _train
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
 TOL = 1e-5
@@ -37,22 +37,6 @@ def tiny_bert(tiny_models, tmp_path_factory) -> Path:
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (folder / "config.json").write_text(json.dumps(config))
     return folder
-
-
-def _train(runs_dir: Path, monkeypatch, *args: str):
-    """`python -m sentlab.train ARGS runs_dir=RUNS_DIR` in-process (as conftest's `train`, any runs_dir)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from sentlab.train import main
-
-    GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["sentlab.train", *args, f"runs_dir={runs_dir}"])
-    root = logging.getLogger()
-    handlers = root.handlers[:]
-    try:
-        return main()
-    finally:
-        root.handlers[:] = handlers
 
 
 def _children(runs_dir: Path) -> dict:
