@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,10 @@ GRID = ["lora.r=4,8,16", "train.lr=5e-4,1e-3,2e-3"]
 LAUNCHERS = {
     "serial": [],
     "joblib n_jobs=2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-    "fused": ["hydra/launcher=fused"],
+    "fused": ["hydra/launcher=fused"],  # max_members=8: a group of 8 jobs, then the 9th alone
+    "fused max_members=3": ["hydra/launcher=fused", "hydra.launcher.max_members=3"],  # 3 groups of 3
 }
+PHASES = re.compile(r"fused group \w+ of \d+: (.*)")  # sentlab.fused_pipeline's line: "built 2.1 s, trained ..."
 FULL = {"rows": 3200, "val": None, "test": None, "max_length": 128}
 RESULTS = ("<!-- results: bench/fused_sweep.py writes between these lines -->", "<!-- end of results -->")
 QUICK = {"rows": 320, "val": 128, "test": 128, "max_length": 64}
@@ -79,17 +82,27 @@ def run_sweep(name: str, size: dict, runs_dir: Path) -> dict:
         f"runs_dir={runs_dir}",
     ]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stop, peak = threading.Event(), []
     sampler = threading.Thread(target=peak_rss_mb, args=(proc.pid, stop, peak))
     sampler.start()
-    _, err = proc.communicate()
+    err, _ = proc.communicate()
     wall = time.perf_counter() - start
     stop.set()
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"{name} sweep failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"wall_s": wall, "peak_mb": peak[0], "accuracy": dev_accuracy(runs_dir)}
+    return {"wall_s": wall, "peak_mb": peak[0], "accuracy": dev_accuracy(runs_dir), "phases": phases(err)}
+
+
+def phases(output: str) -> dict[str, float]:
+    """Seconds per phase summed over the sweep's fused groups (built, trained, tested, logged), from their log lines."""
+    total: dict[str, float] = {}
+    for match in PHASES.finditer(output):
+        for part in match.group(1).split(", "):
+            name, seconds, _ = part.split(" ")
+            total[name] = total.get(name, 0.0) + float(seconds)
+    return total
 
 
 def dev_accuracy(runs_dir: Path) -> dict[str, float]:
@@ -105,7 +118,8 @@ def report(results: dict, size: dict, load: str, command: str) -> str:
     serial = results["serial"]["wall_s"]
     examples = size["rows"] * 9
     lines = [
-        f"Command: `{command}`; load average before: {load} (a 2-core machine shared with other work: loaded).",
+        f"Command: `{command}`; load average before: {load}"
+        + (" (above 1 before the benchmark began: other work was running)." if float(load.split()[0]) > 1 else "."),
         "",
         "| launcher | wall time (s) | x serial | train examples/s | peak memory (MB) |",
         "|---|---:|---:|---:|---:|",
@@ -114,6 +128,10 @@ def report(results: dict, size: dict, load: str, command: str) -> str:
         lines.append(
             f"| {name} | {r['wall_s']:.0f} | {r['wall_s'] / serial:.2f} | {examples / r['wall_s']:.1f} | {r['peak_mb']:.0f} |"
         )
+    for name, r in results.items():
+        if r["phases"]:
+            where = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in r["phases"].items())
+            lines.append(f"\n{name}: its groups' time (sentlab.fused_pipeline's log line, summed): {where}.")
     jobs = sorted(results["serial"]["accuracy"])
     lines += ["", "Dev accuracy (val_accuracy) per job:", "", "| job | " + " | ".join(results) + " |"]
     lines.append("|---|" + "---:|" * len(results))

@@ -7,7 +7,8 @@ base (sentlab.multi_lora), each as sentlab.training.fit trains the same job alon
 Each step stacks one batch per active member (its own epoch_batches(seed, epoch): the batches it trains on
 alone), and trains on the sum of the members' mean losses, so that each member's gradients are those of its own
 run. Each member has its own AdamW, learning-rate schedule and gradient clipping, its own validation after each
-epoch (one member at a time: sentlab.multi_lora says why), keep-best, early stopping and Optuna pruning. A member
+epoch (all members on the same rows at once with the seq_cls head, GroupTrainer.evaluate; one at a time with the
+generative head or an 8-bit base: sentlab.multi_lora says why), keep-best, early stopping and Optuna pruning. A member
 leaves the stack when its epochs are done, when it stops early or is pruned, or when its loss turns NaN (its
 run FAILS; the others go on). What each member logs goes to its own hooks.log_metrics.
 
@@ -37,8 +38,18 @@ from torch.utils.data import DataLoader
 
 from sentlab.checkpoints import Stopped, set_rng_states
 from sentlab.errors import RunError
-from sentlab.multi_lora import Group, member_losses, stack_batches
-from sentlab.training import EPOCH_CURVE, Progress, autocast, epoch_batches, evaluate, resolve_precision, to_device
+from sentlab.multi_lora import Group, member_losses, member_scores, stack_batches
+from sentlab.training import (
+    EPOCH_CURVE,
+    Evaluation,
+    Progress,
+    autocast,
+    epoch_batches,
+    evaluate,
+    evaluate_each,
+    resolve_precision,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +69,15 @@ class MemberHooks:
 
 @dataclass
 class Outcome:
-    """How a member's training ended: its kept epoch and that epoch's validation metrics, its training time, and
-    the exception that ended it (a RunError for a NaN loss, sentlab.study.Pruned), or None."""
+    """How a member's training ended: its kept epoch, that epoch's validation metrics and evaluation (None for an
+    epoch validated before a resume), its training time, and the exception that ended it (a RunError for a NaN
+    loss, sentlab.study.Pruned), or None."""
 
     epoch: int = 0
     val: dict | None = None
     train_time_s: float = 0.0
     error: BaseException | None = None
+    evaluation: Evaluation | None = None
 
 
 @dataclass
@@ -80,6 +93,7 @@ class MemberState:
     progress: Progress = field(default_factory=Progress)
     loss_sum: float = 0.0
     loss_count: int = 0
+    kept_evaluation: Evaluation | None = None  # the kept epoch's val evaluation
     outcome: Outcome | None = None  # set when the member has left the stack
 
 
@@ -122,8 +136,10 @@ class GroupTrainer:
         epoch, first_batch = progress.epoch, progress.batch
         while self.active():
             self._train_epoch(epoch, first_batch)
+            due = [m.name for m in self.active() if m.cfg.eval_every_epoch or epoch == m.cfg.epochs]
+            evaluations = self.evaluate(self.val_features, due, f"validation epoch {epoch}")
             for member in self.active():
-                self._end_epoch(member, epoch)
+                self._end_epoch(member, epoch, evaluations.get(member.name))
             self._checkpoint(self.active())  # the epoch's end: a resumed group goes on with the next epoch
             self._stop_if_asked()
             epoch, first_batch = epoch + 1, 0
@@ -243,26 +259,47 @@ class GroupTrainer:
             lr = member.scheduler.get_last_lr()[0]
             member.hooks.log_metrics({"train_loss": mean_loss, "lr": lr}, step)
 
-    def _end_epoch(self, member: MemberState, epoch: int) -> None:
-        """After an epoch: validate (when due), judge, run the member's after_epoch; leave when done."""
+    def evaluate(self, features, names: list[str], desc: str) -> dict[str, Evaluation]:
+        """Members `names` on `features`, each as evaluate() gives it for the member alone: with the seq_cls head
+        all at once (one forward per batch repeated once per member: the frozen products once per batch, in
+        larger matrix products), else one at a time."""
+        stacked = self.head.name == "seq_cls" and not getattr(self.group.model, "is_loaded_in_8bit", False)
+        if len(names) < 2 or not stacked:
+            evaluations = {}
+            for name in names:
+                with self.only(name):
+                    evaluations[name] = evaluate(
+                        self.group.model, self.head, features, self.device, self.shared.eval_batch_size,
+                        self.shared.precision, f"{desc} {name}",
+                    )  # fmt: skip
+            return evaluations
+        before = self.group.active
+        self.group.set_active(names)
+        self.group.model.eval()
+        try:
+            score = lambda batch: member_scores(self.head, self.group.model, batch, len(names))  # noqa: E731
+            evaluations = evaluate_each(score, self.head, features, self.device, self.shared.eval_batch_size,
+                                        self.precision, desc)  # fmt: skip
+        finally:
+            self.group.set_active(before)
+        return dict(zip(names, evaluations))
+
+    def _end_epoch(self, member: MemberState, epoch: int, evaluation: Evaluation | None) -> None:
+        """After an epoch: validate (its val `evaluation`, when due), judge, run the member's after_epoch; leave
+        when done."""
         cfg, progress = member.cfg, member.progress
         progress.epoch, progress.batch = epoch + 1, 0
-        if cfg.eval_every_epoch or epoch == cfg.epochs:
+        if evaluation is not None:
             try:
-                self._validate(member, epoch)
+                self._validate(member, epoch, evaluation)
             except Exception as err:  # e.g. sentlab.study.Pruned from after_epoch
                 self._leave(member, err)
                 return
         if epoch >= cfg.epochs or progress.stopped_epoch is not None:
             self._leave(member, None)
 
-    def _validate(self, member: MemberState, epoch: int) -> None:
+    def _validate(self, member: MemberState, epoch: int, evaluation: Evaluation) -> None:
         cfg, progress = member.cfg, member.progress
-        with self.only(member.name):
-            evaluation = evaluate(
-                self.group.model, self.head, self.val_features, self.device, cfg.eval_batch_size, cfg.precision,
-                f"validation {member.name}",
-            )  # fmt: skip
         val = evaluation.metrics(self.head.label_names)
         member.hooks.log_metrics({f"{EPOCH_CURVE}val_{k}": v for k, v in val.items()}, epoch)
         shown = "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro"))
@@ -272,6 +309,8 @@ class GroupTrainer:
         ):
             member.hooks.log_metrics({"stopped_epoch": epoch}, epoch)
             log.info(f"{member.name}: early stop after epoch {epoch} (train.patience={cfg.patience})")
+        if progress.kept["epoch"] == epoch:
+            member.kept_evaluation = evaluation
         if member.hooks.after_epoch:
             member.hooks.after_epoch(epoch, val)
 
@@ -284,7 +323,7 @@ class GroupTrainer:
         progress.kept_state = None
         member.optimizer.state.clear()
         elapsed = time.perf_counter() - self.start
-        member.outcome = Outcome(progress.kept["epoch"], progress.kept["val"], elapsed, error)
+        member.outcome = Outcome(progress.kept["epoch"], progress.kept["val"], elapsed, error, member.kept_evaluation)
 
     @contextlib.contextmanager
     def only(self, name: str):

@@ -18,9 +18,11 @@ includes the backbone's own dropout layers, active in training: MiniLM and BERT-
 hidden and attention dropout, whose masks a stacked batch draws differently from K separate batches; with
 any dropout, the random draws are the only difference.
 
-Evaluate one member at a time (set_active([name])): the generative head scores with a key/value cache of the
-prompt prefix computed on one row, which a stack cannot split among members, and bitsandbytes' 8-bit layers
-in eval mode pick their outlier columns over the whole batch, which would couple the members' results.
+Evaluation: the seq_cls head evaluates every member on the same rows in one forward over the batch repeated
+once per member (member_scores). The generative head evaluates one member at a time (set_active([name])): it
+scores with a key/value cache of the prompt prefix computed on one row, which a stack cannot split among
+members; so does an 8-bit base, whose bitsandbytes layers in eval mode pick their outlier columns over the
+whole batch, which would couple the members' results.
 
     group = attach(model, lora_config, [Member("a", r=8, alpha=16, seed=1), Member("b", r=16, alpha=32, seed=2)])
     losses = member_losses(head, model, stack_batches([batch_a, batch_b], ...), group.rows(2 * b))
@@ -508,3 +510,16 @@ def member_losses(head, model: nn.Module, batch: dict, sizes: list[int]) -> list
         log_probs, mask = head._continue(model, batch, batch["labels"])  # mean NLL over the label tokens
         return [-lp.sum() / m.sum() for lp, m in zip(log_probs.split(sizes), mask.split(sizes))]
     raise NotImplementedError(f"member_losses: head {head.name!r}")
+
+
+def member_scores(head, model: nn.Module, batch: dict, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each of k members' evaluation of the same rows, from one forward over the batch repeated k times: what
+    head.evaluate_batch gives for the member alone (its mean loss and label log-probabilities). seq_cls only:
+    the generative head's evaluation runs one member at a time (see above)."""
+    if head.name != "seq_cls":
+        raise NotImplementedError(f"member_scores: head {head.name!r} evaluates one member at a time")
+    labels = batch["labels"]
+    inputs = {key: v.repeat(k, *[1] * (v.dim() - 1)) for key, v in batch.items() if key != "labels"}
+    logits = model(**inputs).logits
+    parts = logits.split(len(labels))
+    return [(F.cross_entropy(part, labels), torch.log_softmax(part.float(), dim=-1)) for part in parts]

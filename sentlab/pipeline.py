@@ -233,14 +233,16 @@ def _train_and_test(run: Run, prepared: Prepared, saved: checkpoints.Checkpoints
     return evaluate_and_log(run, prepared, model, features, kept, lambda folder: methods.save(model, folder))
 
 
-def evaluate_and_log(run: Run, prepared: Prepared, model, features: dict, kept: dict, save_adapter) -> dict:
+def evaluate_and_log(
+    run: Run, prepared: Prepared, model, features: dict, kept: dict, save_adapter, evaluated: dict | None = None
+) -> dict:
     """What a trained model's run logs: its kept epoch and training time, val and test (_test: metrics,
     calibration, confusion matrix, predictions, errors), what trained (save_adapter(folder) writes it) and the
     MLflow model. Also a fused group's member (sentlab.fused_pipeline), with the group's model running that
-    member only."""
+    member only, and its test evaluation already made (`evaluated`: {split: Evaluation})."""
     cfg, data, head, device = prepared.cfg, prepared.data, prepared.head, prepared.device
     run.log_metrics({"train_time_s": kept["train_time_s"], "kept_epoch": kept["epoch"]})
-    results, temperature = _test(run, prepared, model, features, kept["val"])
+    results, temperature = _test(run, prepared, model, features, kept, evaluated)
 
     adapter_mb = _log_adapter(run, save_adapter, head.tokenizer, temperature)
     mlflow_model.log_model(run, cfg, data)
@@ -274,17 +276,19 @@ def _fit(run: Run, cfg, model, head, features: dict, device, saved: checkpoints.
         )  # fmt: skip
 
 
-def _test(run: Run, prepared: Prepared, model, features: dict, kept_val: dict | None) -> tuple[dict, float]:
+def _test(run: Run, prepared: Prepared, model, features: dict, kept: dict, evaluated: dict | None) -> tuple:
     """The kept model on val and test: ({"val": metrics, "test": metrics}, temperature), logged (_log_results).
-    The val metrics are the kept epoch's when it was validated during training (kept_val), else this pass's
-    (zero-shot, or train.eval_every_epoch=false)."""
+    The val metrics and predictions are the kept epoch's when it was validated during training (kept["val"],
+    kept["evaluation"]), else this pass's (zero-shot, train.eval_every_epoch=false, a resumed run's earlier
+    epoch); a split in `evaluated` is not evaluated again."""
     cfg, head, device = prepared.cfg, prepared.head, prepared.device
-    val = _evaluate(model, head, features["val"], cfg, device, "val")
-    test = _evaluate(model, head, features["test"], cfg, device, "test")
+    evaluated = {"val": kept.get("evaluation"), **(evaluated or {})}
+    val = evaluated["val"] or _evaluate(model, head, features["val"], cfg, device, "val")
+    test = evaluated.get("test") or _evaluate(model, head, features["test"], cfg, device, "test")
     run.log_metrics(head.evaluation_metrics())  # e.g. contextual calibration's content-free probabilities
     temperature = _calibrate(run, cfg, {"val": val, "test": test})
     texts = prepared.data.splits["test"]["text"]
-    return _log_results(run, {"val": val, "test": test}, head.label_names, texts, kept_val), temperature
+    return _log_results(run, {"val": val, "test": test}, head.label_names, texts, kept["val"]), temperature
 
 
 def _log_results(run: Run, evaluations: dict, label_names, test_texts, kept_val: dict | None = None) -> dict:

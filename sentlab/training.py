@@ -63,7 +63,6 @@ class Evaluation:
         return {"loss": self.loss, **classification_metrics(self.labels, self.preds, label_names)}
 
 
-@torch.inference_mode()
 def evaluate(model, head, features, device, batch_size: int, precision: str = "auto", desc="eval") -> Evaluation:
     """Loss and label log-probabilities on encoded `features`, in batches of `batch_size` sorted by length, in
     `precision` (as train.precision: auto picks the hardware's)."""
@@ -71,6 +70,16 @@ def evaluate(model, head, features, device, batch_size: int, precision: str = "a
     precision = resolve_precision(precision, device, model)
     with autocast(device, precision):
         head.start_evaluation(model, device)  # e.g. contextual calibration's content-free scores
+    (evaluation,) = evaluate_each(lambda batch: [head.evaluate_batch(model, batch)], head, features, device,
+                                  batch_size, precision, desc)  # fmt: skip
+    return evaluation
+
+
+@torch.inference_mode()
+def evaluate_each(score, head, features, device, batch_size: int, precision: str, desc="eval") -> list[Evaluation]:
+    """One Evaluation per model that `score(batch)` scores: it returns a (mean loss, label log-probabilities)
+    pair per model for the batch's rows (one model: evaluate; a fused group's members on the same rows at once:
+    sentlab.fused_training). Batches of `batch_size` sorted by length, results in the data's own order."""
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
     loader = DataLoader(features.select(order), batch_size=batch_size, collate_fn=head.collate)
@@ -78,13 +87,20 @@ def evaluate(model, head, features, device, batch_size: int, precision: str = "a
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         batch = to_device(batch, device)
         with autocast(device, precision):
-            loss, scores = head.evaluate_batch(model, batch)
-        losses.append(loss.item() * len(scores))
-        log_probs.append(scores.float().cpu().numpy())
+            pairs = score(batch)
+        losses.append([loss.item() * len(scores) for loss, scores in pairs])
+        log_probs.append([scores.float().cpu().numpy() for _, scores in pairs])
         labels.append(batch["labels"].cpu().numpy())
-    log_probs, labels = np.concatenate(log_probs), np.concatenate(labels)
+    labels = np.concatenate(labels)
     inverse = np.argsort(order)  # back to the data's own order
-    return Evaluation(sum(losses) / len(labels), log_probs[inverse], labels[inverse])
+    return [
+        Evaluation(
+            sum(batch[k] for batch in losses) / len(labels),
+            np.concatenate([b[k] for b in log_probs])[inverse],
+            labels[inverse],
+        )  # fmt: skip
+        for k in range(len(losses[0]))
+    ]
 
 
 EPOCH_CURVE = "epoch/"  # per-epoch validation metrics are logged as epoch/val_<name>, step = epoch
@@ -158,7 +174,8 @@ def fit(
 ) -> dict:  # fmt: skip
     """Train for train_cfg.epochs (fewer with train.patience) on features["train"], validating on
     features["val"]; returns the kept epoch, its validation metrics and the training time (`epoch`, `val`,
-    `train_time_s`).
+    `train_time_s`), and that epoch's val Evaluation (`evaluation`, when this attempt validated it: the run's
+    val predictions, not computed again).
 
     `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and
     epoch/val_* metrics after each evaluated epoch (step = epoch). With `checkpoints` (a Checkpoints),
@@ -205,6 +222,7 @@ class Trainer:
         warmup = int(train_cfg.warmup_ratio * total_steps)
         self.scheduler = get_scheduler(train_cfg.scheduler, self.optimizer, warmup, total_steps)
         self.progress = Progress()
+        self.kept_evaluation = None  # the kept epoch's val Evaluation (a resumed run's earlier epochs: none)
         self.seen = 0  # examples this process trained on (this attempt)
 
     def run(self) -> dict:
@@ -230,7 +248,8 @@ class Trainer:
                 f"kept the adapter of epoch {progress.kept['epoch']} "
                 f"(best val_{self.cfg.select_metric}={progress.best_score:.4f})"
             )
-        return {**progress.kept, "train_time_s": time.perf_counter() - self.start}
+        kept = {**progress.kept, "train_time_s": time.perf_counter() - self.start}
+        return {**kept, "evaluation": self.kept_evaluation} if self.kept_evaluation else kept
 
     def _resume(self) -> None:
         """From rank 0's latest checkpoint, on every rank, if there is one."""
@@ -329,6 +348,8 @@ class Trainer:
         self.log_metrics({f"{EPOCH_CURVE}val_{k}": v for k, v in val.items()}, epoch)
         log.info(f"epoch {epoch}: " + "  ".join(f"val_{k}={val[k]:.4f}" for k in ("loss", "accuracy", "f1_macro")))
         self._judge(epoch, val)
+        if self.progress.kept["epoch"] == epoch:
+            self.kept_evaluation = evaluation  # the run's val evaluation, unless a later epoch is kept
         if self.after_epoch:
             self.after_epoch(epoch, val)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 from conftest import FAST, all_runs, tiny_args
 
 from sentlab import tags
@@ -40,3 +41,28 @@ def test_mlflow_shows_the_kept_epoch_and_everything_reads_it(tiny_models, train,
     with open(runs_dir / "compare" / parent.info.run_id / "compare.csv", newline="") as f:
         table = {row["run_id"]: float(row["val_f1_macro"]) for row in csv.DictReader(f)}
     assert table == values
+
+
+def test_val_is_not_evaluated_again_after_training(tiny_models, train, store, monkeypatch):
+    """After training a run evaluates the test split only: its val metrics, ECE and NLL come from the kept epoch's
+    validation pass, and equal what a fresh pass of the kept model over val gives."""
+    from sentlab import calibration, pipeline, training
+
+    passes, seen = [], {}
+    evaluate, test = pipeline._evaluate, pipeline._test
+    monkeypatch.setattr(pipeline, "_evaluate", lambda *args: passes.append(args[-1]) or evaluate(*args))
+    monkeypatch.setattr(pipeline, "_test", lambda run, prepared, model, features, *rest: seen.update(
+        prepared=prepared, model=model, features=features) or test(run, prepared, model, features, *rest))  # fmt: skip
+    # patience 1 over 20 epochs: training stops after an epoch that is not kept (keep=best puts the kept one back)
+    train(*tiny_args(tiny_models, "bert"), *FAST, "train.epochs=20", "train.patience=1", "train.keep=best")
+    assert passes == ["test"]
+
+    (run,) = [r for r in all_runs(store()) if "val_ece" in r.data.metrics]
+    metrics, cfg = run.data.metrics, seen["prepared"].cfg
+    assert metrics["kept_epoch"] < metrics["stopped_epoch"]
+    fresh = training.evaluate(seen["model"], seen["prepared"].head, seen["features"]["val"], seen["prepared"].device,
+                              cfg.train.eval_batch_size, cfg.train.precision)  # fmt: skip
+    summary = calibration.summary(fresh.log_probs, fresh.labels)
+    assert metrics["val_loss"] == pytest.approx(fresh.loss, abs=1e-5)
+    assert metrics["val_ece"] == pytest.approx(summary["ece"], abs=1e-5)
+    assert metrics["val_nll"] == pytest.approx(summary["nll"], abs=1e-5)

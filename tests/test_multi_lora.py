@@ -228,6 +228,29 @@ def test_seq_cls_losses_and_gradients_equal_separate_models(arch, tiny_models):
     _compare(Setup(tiny_models[arch], "seq_cls", TARGETS[arch]), MEMBERS)
 
 
+@pytest.mark.parametrize("arch", ["bert", "gpt_neox"])
+def test_stacked_evaluation_equals_each_member_alone(arch, tiny_models):
+    """member_scores: every member on the same rows in one forward gives each member's evaluate_batch alone."""
+    from sentlab.multi_lora import member_scores
+
+    setup = Setup(tiny_models[arch], "seq_cls", TARGETS[arch])
+    group = setup.group(MEMBERS)
+    singles = [setup.single(m) for m in MEMBERS]
+    for i, (m, single) in enumerate(zip(MEMBERS, singles)):  # trained-looking weights: LoRA B is zero at start
+        _perturb(group.parameters(m.name), seed=100 + i)
+        _perturb(_single_params(single), seed=100 + i)
+    batch = setup.batch(TEXTS[1])
+    group.model.eval()
+    with torch.inference_mode():
+        stacked = member_scores(setup.head, group.model, batch, len(MEMBERS))
+        alone = [setup.head.evaluate_batch(single.eval(), batch) for single in singles]
+    assert len(stacked) == len(MEMBERS)
+    for (loss, scores), (loss_alone, scores_alone) in zip(stacked, alone):
+        assert float(loss) == pytest.approx(float(loss_alone), abs=LOSS_ATOL)
+        assert torch.allclose(scores, scores_alone, atol=LOGITS_ATOL)
+    assert not torch.allclose(stacked[0][1], stacked[1][1], atol=1e-3)  # the members do differ
+
+
 def test_seq_cls_with_a_pooler_trained_in_full(tiny_models):
     """A module a recipe trains in full (lora.modules_to_save=[pooler]): each member's own copy, starting from
     the base's pretrained weights (not re-initialised), as peft's modules_to_save."""
