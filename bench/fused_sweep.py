@@ -151,7 +151,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in LAUNCHERS:
-            results[name] = run_sweep(name, size, Path(tmp) / name.split()[0])
+            results[name] = run_sweep(name, size, Path(tmp) / re.sub(r"\W+", "_", name))
             print(f"{name}: {results[name]['wall_s']:.0f} s", file=sys.stderr)
     command = "python -m bench.fused_sweep" + (" --quick" if args.quick else "")
     text = report(results, size, " ".join(load), command)

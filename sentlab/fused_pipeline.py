@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sentlab import checkpoints, console, models, pipeline, study, tags, tracking
+from sentlab import checkpoints, console, methods, models, pipeline, study, tags, tracking
 from sentlab.config import validate, with_max_length
 from sentlab.fused_training import GroupTrainer, MemberHooks
 from sentlab.multi_lora import Member
@@ -229,7 +229,7 @@ def member_counts(group, name: str) -> dict[str, float]:
     """A member's parameter counts as adapters.parameter_counts gives them for its job alone: its own trainable
     weights, and the base's (the frozen head included) plus those."""
     own = {id(p) for m in group.members for p in group.parameters(m).values()}
-    base = sum(p.numel() for p in group.model.parameters() if id(p) not in own)
+    base = sum(methods.weights_in(p) for p in group.model.parameters() if id(p) not in own)
     trainable = sum(p.numel() for p in group.parameters(name).values())
     total = base + trainable
     return {"trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total}

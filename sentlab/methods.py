@@ -485,12 +485,17 @@ def trainable_counts(model) -> dict[str, float]:
     copy of the head."""
     trainable = total = 0
     for param in model.parameters():
-        n = param.numel()
-        if type(param).__name__ == "Params4bit":  # packed: two 4-bit weights per byte of storage
-            n *= 2 * param.quant_storage.itemsize
+        n = weights_in(param)
         total += n
         trainable += n if param.requires_grad else 0
     return {"trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total}
+
+
+def weights_in(param) -> int:
+    """How many weights a parameter holds: a 4-bit one packs two per byte of its storage."""
+    if type(param).__name__ == "Params4bit":
+        return param.numel() * 2 * param.quant_storage.itemsize
+    return param.numel()
 
 
 def save(model, folder) -> None:

@@ -74,7 +74,9 @@ def _no_store(text: str | None) -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head, quant", [("seq_cls", "none"), ("generative", "none"), ("seq_cls", "int8")])
+@pytest.mark.parametrize(
+    "head, quant", [("seq_cls", "none"), ("generative", "none"), ("seq_cls", "int8"), ("seq_cls", "nf4")]
+)
 def test_group_members_equal_their_jobs_alone(head, quant, tiny_bert, tiny_models, tmp_path, monkeypatch):
     backbone = ["backbone=minilm", f"backbone.source={tiny_bert}", f"quant={quant}"]
     if head == "generative":  # a tiny GPT-NeoX (pythia's architecture), whose own dropout is 0
