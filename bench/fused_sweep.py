@@ -1,5 +1,6 @@
-"""The 9-job LoRA grid (lora.r=4,8,16 x train.lr=5e-4,1e-3,2e-3) on SST-2 with MiniLM, one epoch, three ways:
-serial (Hydra's basic launcher), `hydra/launcher=joblib hydra.launcher.n_jobs=2`, and `hydra/launcher=fused`.
+"""The 9-job LoRA grid (lora.r=4,8,16 x train.lr=5e-4,1e-3,2e-3) on SST-2 with MiniLM, one epoch, four ways:
+serial (Hydra's basic launcher), `hydra/launcher=joblib hydra.launcher.n_jobs=2`, `hydra/launcher=fused` (a group
+of 8, then the 9th job alone) and `hydra/launcher=fused hydra.launcher.max_members=3` (3 groups of 3).
 
     python -m bench.fused_sweep              # 3,200 train rows, dev (872) as val, the test set: writes its
                                              # table into docs/benchmarks/fused_sweep.md (between markers)
@@ -7,7 +8,9 @@ serial (Hydra's basic launcher), `hydra/launcher=joblib hydra.launcher.n_jobs=2`
 
 Each sweep is the real command (`python -m sentlab.train -m ...`) in a fresh process, into a fresh runs folder,
 in one sitting, one after another. Reported: wall time of the whole sweep; train examples/s (the grid's train
-rows over the wall time); peak memory (the largest sum of the resident memory of the sweep's processes, sampled
+rows over the wall time); training time (the runs' train_time_s summed, once per fused group: for joblib two
+jobs train at once, so it exceeds the wall time); the fused groups' phases (built, trained, tested, logged) from
+their log lines; peak memory (the largest sum of the resident memory of the sweep's processes, sampled
 every 0.2 s: for joblib, the parent and its workers together); each job's dev accuracy (val_accuracy: dev.tsv is
 the val split here) read back from MLflow.
 """
@@ -92,7 +95,8 @@ def run_sweep(name: str, size: dict, runs_dir: Path) -> dict:
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"{name} sweep failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"wall_s": wall, "peak_mb": peak[0], "accuracy": dev_accuracy(runs_dir), "phases": phases(err)}
+    accuracy, train_s = read_runs(runs_dir)
+    return {"wall_s": wall, "peak_mb": peak[0], "accuracy": accuracy, "train_s": train_s, "phases": phases(err)}
 
 
 def phases(output: str) -> dict[str, float]:
@@ -105,13 +109,19 @@ def phases(output: str) -> dict[str, float]:
     return total
 
 
-def dev_accuracy(runs_dir: Path) -> dict[str, float]:
+def read_runs(runs_dir: Path) -> tuple[dict[str, float], float]:
+    """Each job's dev accuracy, and the sum of the jobs' train_time_s (a fused group's members each log the
+    group's training time: it counts once per group)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{runs_dir}/mlflow.db")
     experiment = client.get_experiment_by_name("sentlab")
     runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
-    return {r.info.run_name: r.data.metrics["val_accuracy"] for r in runs if "mlflow.parentRunId" in r.data.tags}
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    per_group = {
+        r.data.tags.get("sentlab.fused_group", r.info.run_id): r.data.metrics["train_time_s"] for r in children
+    }
+    return {r.info.run_name: r.data.metrics["val_accuracy"] for r in children}, sum(per_group.values())
 
 
 def report(results: dict, size: dict, load: str, command: str) -> str:
@@ -121,12 +131,13 @@ def report(results: dict, size: dict, load: str, command: str) -> str:
         f"Command: `{command}`; load average before: {load}"
         + (" (above 1 before the benchmark began: other work was running)." if float(load.split()[0]) > 1 else "."),
         "",
-        "| launcher | wall time (s) | x serial | train examples/s | peak memory (MB) |",
-        "|---|---:|---:|---:|---:|",
+        "| launcher | wall time (s) | x serial | training, summed (s) | train examples/s | peak memory (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['wall_s']:.0f} | {r['wall_s'] / serial:.2f} | {examples / r['wall_s']:.1f} | {r['peak_mb']:.0f} |"
+            f"| {name} | {r['wall_s']:.0f} | {r['wall_s'] / serial:.2f} | {r['train_s']:.0f} | "
+            f"{examples / r['wall_s']:.1f} | {r['peak_mb']:.0f} |"
         )
     for name, r in results.items():
         if r["phases"]:
