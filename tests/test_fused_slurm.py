@@ -16,11 +16,13 @@ import pytest
 import slurm
 import test_fused_sweep
 from conftest import FAST, REPO, tiny_args
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from test_engines import NO_SLURM
 from test_fused_sweep import NO_DROPOUT, TIMING, TOL, _children
 from test_fused_sweep import _train as train_into
 
-tiny_bert = test_fused_sweep.tiny_bert  # the fixture: the tiny BERT without dropout
+tiny_bert = test_fused_sweep.tiny_bert  # fixtures: the tiny BERT without dropout; Hydra 1.1's version base
+hydra_1_1 = test_fused_sweep.hydra_1_1
 
 # 4 jobs, two groups of two (the batch size splits groups: other batches)
 TWO_GROUPS = ["lora.r=2,8", "train.batch_size=4,8"]
@@ -165,3 +167,19 @@ def test_a_requeued_group_resumes_its_members_from_their_checkpoints(tiny_models
         assert any(a.path.startswith("logs/resume-") for a in client.list_artifacts(run.info.run_id, "logs"))
         epochs = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")]
         assert sorted(epochs) == list(range(1, 13))  # each epoch validated once across both starts
+
+
+# Hydra's own tests of a launcher, as its submitit plugin runs them (its jobs are no sentlab runs: each job alone,
+# one submitit job each).
+@pytest.mark.usefixtures("hydra_1_1")
+@pytest.mark.parametrize("launcher_name, overrides", [("fused_submitit_local", ["hydra.launcher.timeout_min=2"])])
+class TestFusedSubmititLauncher(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.parametrize(
+    "task_launcher_cfg, extra_flags",
+    [({"defaults": [{"override hydra/launcher": "fused_submitit_local"}]}, ["-m"])],
+)
+class TestFusedSubmititLauncherIntegration(IntegrationTestSuite):
+    pass

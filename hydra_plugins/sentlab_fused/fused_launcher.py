@@ -15,6 +15,9 @@ its log lines go to every member's train.log. Each member's job returns what sen
 val_<select_metric>, or NaN for a failed job (the sweep goes on; the sweep callback's summary counts it). A stop
 signal ends the sweep as it ends a serial one: the group stopped at a checkpoint, its resume command on stderr,
 exit code 128 + the signal's number; the same command continues it.
+
+Each step of the plan (a group, or a job alone) runs through run_step, here one after another;
+hydra/launcher=fused_slurm (fused_submitit.py) runs the same run_step in one submitit job per step.
 """
 
 import logging
