@@ -63,6 +63,38 @@ def test_each_group_is_one_local_submitit_job_with_the_in_process_results(tiny_b
     assert {f.parent.name for f in submitted} == {r.data.tags["sentlab.submitit_job"] for r in jobs.values()}
 
 
+@pytest.mark.slow
+def test_a_group_job_stopped_without_a_requeue_resumes_with_the_sweep_command(tiny_models, tmp_path, monkeypatch):
+    """SIGTERM to a group's submitit job (a time limit, no requeue): the group stops at its members' checkpoints,
+    the job ends with no result, its members come back NaN with one line on stderr, their runs KILLED with the
+    sweep's own command; that command resumes them in the same runs."""
+    import signal
+
+    long = ["data.max_samples.train=160", "train.batch_size=4", "train.epochs=2", "train.checkpoint_every=3"]
+    args = ["-m", *tiny_args(tiny_models, "bert"), *FAST, *long, "lora.r=2,4", "hydra/launcher=fused_submitit_local"]
+    command = [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={tmp_path}"]
+    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # the group is training
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
+        time.sleep(0.1)
+    (job,) = tmp_path.glob("hydra/multirun/*/.submitit/*/*_submitted.pkl")
+    os.kill(int(job.parent.name), signal.SIGTERM)  # the local executor's job id is its process id
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, err[-3000:]  # the sweep's summary: jobs not finished
+    assert f"sentlab: submitit job {job.parent.name} (jobs #0, #1) ended without a result" in err, err[-3000:]
+    _, stopped = _children(tmp_path)
+    assert {r.info.status for r in stopped.values()} == {"KILLED"} and len(stopped) == 2
+    resume = "python -m sentlab.train " + " ".join([*args, f"runs_dir={tmp_path}"])
+    assert {r.data.tags["sentlab.resume_command"] for r in stopped.values()} == {resume}  # not submitit's argv
+
+    train_into(tmp_path, monkeypatch, *args)  # the same sweep command
+    _, resumed = _children(tmp_path)
+    assert {n: (r.info.run_id, r.info.status) for n, r in resumed.items()} == {
+        n: (r.info.run_id, "FINISHED") for n, r in stopped.items()
+    }
+
+
 def test_the_preset_composes():
     from conftest import CONF
     from hydra import compose, initialize_config_dir
