@@ -95,6 +95,24 @@ def test_a_group_job_stopped_without_a_requeue_resumes_with_the_sweep_command(ti
     }
 
 
+@pytest.mark.slow
+def test_optuna_trials_asked_together_are_one_submitit_job(tiny_models, train, store, runs_dir):
+    """sentlab's Optuna sweeper with n_jobs=2: the 2 trials asked together are one group in one submitit job, each
+    member reporting to its own trial of the stored study (test_optuna's checks)."""
+    from conftest import all_runs
+    from test_optuna import EPOCHS, PRUNING, _check_trials, _study
+    from test_sweeps import _sweep as sweep_runs
+
+    args = ["-m", *PRUNING, *tiny_args(tiny_models, "bert"), *FAST, EPOCHS, "hydra/launcher=fused_submitit_local"]
+    train(*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2")
+    client = store()
+    _, children = sweep_runs(all_runs(client))
+    assert len(children) == 2 and all(r.data.tags.get(t) for r in children for t in GROUP_TAGS)
+    assert len({tuple(r.data.tags[t] for t in GROUP_TAGS) for r in children}) == 1  # one group, one job
+    finished, pruned = _check_trials(client, children, _study(runs_dir))
+    assert finished + pruned == 2
+
+
 def test_the_preset_composes():
     from conftest import CONF
     from hydra import compose, initialize_config_dir
