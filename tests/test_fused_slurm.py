@@ -64,13 +64,13 @@ def test_each_group_is_one_local_submitit_job_with_the_in_process_results(tiny_b
 
 
 @pytest.mark.slow
-def test_a_group_job_stopped_without_a_requeue_resumes_with_the_sweep_command(tiny_models, tmp_path, monkeypatch):
-    """SIGTERM to a group's submitit job (a time limit, no requeue): the group stops at its members' checkpoints,
-    the job ends with no result, its members come back NaN with one line on stderr, their runs KILLED with the
-    sweep's own command; that command resumes them in the same runs."""
+def test_a_group_at_its_time_limit_stops_at_a_checkpoint_and_its_sweep_resumes_it(tiny_models, tmp_path, monkeypatch):
+    """The time limit's signal (SIGUSR2, which SLURM sends signal_delay_s before it) to a group's submitit job: the
+    group stops at its members' checkpoints as on SIGTERM, the job ends with no result, its members come back NaN
+    with one line on stderr, their runs KILLED with the sweep's own command; that command resumes them."""
     import signal
 
-    long = ["data.max_samples.train=160", "train.batch_size=4", "train.epochs=2", "train.checkpoint_every=3"]
+    long = ["data.max_samples.train=160", "train.batch_size=4", "train.epochs=8", "train.checkpoint_every=3"]
     args = ["-m", *tiny_args(tiny_models, "bert"), *FAST, *long, "lora.r=2,4", "hydra/launcher=fused_submitit_local"]
     command = [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={tmp_path}"]
     sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,7 +79,9 @@ def test_a_group_job_stopped_without_a_requeue_resumes_with_the_sweep_command(ti
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
         time.sleep(0.1)
     (job,) = tmp_path.glob("hydra/multirun/*/.submitit/*/*_submitted.pkl")
-    os.kill(int(job.parent.name), signal.SIGTERM)  # the local executor's job id is its process id
+    _, training = _children(tmp_path)
+    (pid,) = {r.data.tags["sentlab.pid"] for r in training.values()}  # the job's process (a child of submitit's)
+    os.kill(int(pid), signal.SIGUSR2)
     _, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 1, err[-3000:]  # the sweep's summary: jobs not finished
     assert f"sentlab: submitit job {job.parent.name} (jobs #0, #1) ended without a result" in err, err[-3000:]
@@ -132,6 +134,7 @@ def test_the_preset_composes():
         ("fused_submitit_local", "timeout_min", "0", ["positive whole number"]),
         ("fused_submitit_local", "max_members", "0", ["1 or more"]),
         ("fused_submitit_local", "cluster", "pbs", ["slurm or local"]),
+        ("fused_slurm", "max_num_timeout", "2", ["not resubmitted", "leave it 0"]),
         ("fused_slurm", "cluster", "slurm", ["no sbatch", "hydra/launcher=fused"]),  # PATH without SLURM
     ],
 )

@@ -10,15 +10,17 @@ the tag `sentlab.submitit_job` (the job's id), shared by a group's members. Clus
 submitit launcher (partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, array_parallelism,
 additional_parameters, setup, submitit_folder, ...), documented in sentlab/conf/hydra/launcher/fused_slurm.yaml.
 
-A stop signal in a step's job (SLURM's SIGTERM before a requeue, a preemption, the time limit) stops the group at
-a checkpoint as in a local fused sweep, and the job exits 143. A requeued job starts the same step again, which
-resumes the group from its members' checkpoints; a job that ended without a result (time limit, killed) gives its
-members NaN with one line on stderr, and rerunning the sweep's command resumes them.
+A stop signal in a step's job (SLURM's SIGTERM before a requeue or at a preemption; submitit's time-limit signal,
+SIGUSR2, signal_delay_s before the limit) stops the group at a checkpoint as in a local fused sweep, and the job
+exits 143. A requeued job starts the same step again, which resumes the group from its members' checkpoints; a job
+that ended without a result (time limit, killed) gives its members NaN with one line on stderr, and rerunning the
+sweep's command resumes them. Groups are never resubmitted by submitit itself (max_num_timeout stays 0).
 """
 
-import logging
 import math
+import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -29,8 +31,6 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from omegaconf import OmegaConf, open_dict
 
 from .fused_launcher import FusedLauncher
-
-log = logging.getLogger(__name__)
 
 TARGET = "hydra_plugins.sentlab_fused.fused_submitit.FusedSubmititLauncher"
 
@@ -59,7 +59,6 @@ ConfigStore.instance().store(
 )
 
 OWN_KEYS = ("cluster", "max_members", "mix_seeds")  # the launcher's own settings; every other one goes to submitit
-INIT_KEYS = ("submitit_folder", "max_num_timeout")  # what submitit takes when the executor is made
 
 
 class FusedSubmititLauncher(FusedLauncher):
@@ -87,6 +86,11 @@ class FusedSubmititLauncher(FusedLauncher):
             value = launcher.get(key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"hydra.launcher.{key}: {value!r} is not a positive whole number; give 1 or more")
+        if launcher.get("max_num_timeout", 0):
+            raise ConfigError(
+                f"hydra.launcher.max_num_timeout: {launcher.max_num_timeout} resubmissions at the time limit; a fused "
+                "group is not resubmitted, it stops at a checkpoint and the sweep's command resumes it: leave it 0"
+            )
         if launcher.cluster == "slurm" and shutil.which("sbatch") is None:
             raise ConfigError(
                 "hydra.launcher.cluster: slurm, but there is no sbatch here; run the sweep where SLURM's commands are "
@@ -111,17 +115,12 @@ class FusedSubmititLauncher(FusedLauncher):
         Singleton.set_state(singleton_state)
         setup_globals()
         sys.argv = self.argv
+        signal.signal(_time_limit_signal(), _stop_at_a_checkpoint)
         job_id = submitit.JobEnvironment().job_id
         for config in configs:
             with open_dict(config):
                 config.hydra.job.id = job_id
         return self.run_step(configs)
-
-    def checkpoint(self, *args, **kwargs):
-        """submitit's resubmission after its timeout signal (hydra.launcher.max_num_timeout): the same step again."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def _executor(self):
         """submitit's executor with the launcher's settings, as Hydra's submitit launcher makes it."""
@@ -135,6 +134,17 @@ class FusedSubmititLauncher(FusedLauncher):
         shared = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in shared else f"{self.cluster}_{k}": v for k, v in params.items()})
         return executor
+
+
+def _time_limit_signal() -> int:
+    """What submitit has SLURM send signal_delay_s before a job's time limit (its env var, SIGUSR2 by default)."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+def _stop_at_a_checkpoint(signum, frame) -> None:
+    """The time limit is near: stop the group as SIGTERM stops it (sentlab.checkpoints), rather than submitit's
+    handler, which raises in the middle of training (the members would end FAILED, not at a checkpoint)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _results(job, configs) -> list[JobReturn]:
