@@ -220,8 +220,14 @@ class Store:
 
 
 def process_tags() -> dict:
-    """Where a run's process lives (tags `sentlab.host`, `sentlab.pid`): what tells a dead RUNNING run."""
-    return {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid())}
+    """Where a run's process lives (tags `sentlab.host`, `sentlab.pid`): what tells a dead RUNNING run; in a
+    submitit job (hydra/launcher=slurm, fused_slurm, submitit_local), also the job's id (`sentlab.submitit_job`)."""
+    where = {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid())}
+    if os.environ.get("SUBMITIT_EXECUTOR"):  # set by submitit in its jobs
+        from submitit import JobEnvironment
+
+        where[tags.SUBMITIT_JOB] = JobEnvironment().job_id
+    return where
 
 
 def is_alive(run) -> bool | None:

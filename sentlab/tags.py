@@ -7,6 +7,7 @@ OVERRIDES = "sentlab.overrides"  # the job's command-line overrides, space-separ
 TRIAL = "sentlab.trial"  # the Optuna trial number of a job of sentlab's Optuna sweeper
 HOST = "sentlab.host"  # where the run's process lives: what tells a RUNNING run whose process died
 PID = "sentlab.pid"
+SUBMITIT_JOB = "sentlab.submitit_job"  # a run trained in a submitit job (SLURM, or its local executor): the job's id
 RESUME_COMMAND = "sentlab.resume_command"  # a KILLED run: the command that continues it
 PRUNED = "sentlab.pruned"  # an Optuna trial stopped early by the study's pruner ("after epoch 2 of 5")
 ERROR = "error"  # a FAILED run: its error, in one line or a traceback
@@ -49,4 +50,4 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
 # Tags that belong to the run that wrote them, not to its results: a reusing child does not copy them.
-OWN = (HOST, PID, RESUME_COMMAND, TRIAL, FUSED_GROUP)
+OWN = (HOST, PID, SUBMITIT_JOB, RESUME_COMMAND, TRIAL, FUSED_GROUP)

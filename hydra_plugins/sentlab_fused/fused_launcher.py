@@ -15,6 +15,9 @@ its log lines go to every member's train.log. Each member's job returns what sen
 val_<select_metric>, or NaN for a failed job (the sweep goes on; the sweep callback's summary counts it). A stop
 signal ends the sweep as it ends a serial one: the group stopped at a checkpoint, its resume command on stderr,
 exit code 128 + the signal's number; the same command continues it.
+
+Each step of the plan (a group, or a job alone) runs through run_step, here one after another;
+hydra/launcher=fused_slurm (fused_submitit.py) runs the same run_step in one submitit job per step.
 """
 
 import logging
@@ -44,6 +47,8 @@ ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLau
 
 
 class FusedLauncher(Launcher):
+    where = "locally"  # where the plan's steps run, as the launch line says it
+
     def __init__(self, max_members: int = 8, mix_seeds: bool = False) -> None:
         self.max_members, self.mix_seeds = max_members, mix_seeds
         self.config = self.task_function = self.hydra_context = None
@@ -64,24 +69,34 @@ class FusedLauncher(Launcher):
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        configs, groups = self.plan_sweep(job_overrides, initial_job_idx)
+        returns: list = [None] * len(configs)
+        for group in groups:
+            for i, ret in zip(group, self.run_step([configs[i] for i in group])):
+                returns[i] = ret
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns
+
+    def plan_sweep(self, job_overrides, initial_job_idx: int) -> tuple[list, list[list[int]]]:
+        """Every job's config composed and the launch plan: groups of job indices, logged."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = [self._compose(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         groups = plan(configs, self.max_members, self.mix_seeds)
         fused = sum(len(g) for g in groups if len(g) > 1)
-        log.info(f"Launching {len(configs)} jobs locally: {fused} of them in fused groups, {len(groups)} steps")
-        returns: list = [None] * len(configs)
+        log.info(f"Launching {len(configs)} jobs {self.where}: {fused} of them in fused groups, {len(groups)} steps")
         for group in groups:
             for i in group:
                 log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
-            if len(group) == 1:
-                returns[group[0]] = self._run_one(configs[group[0]])
-            else:
-                for i, ret in zip(group, self._run_group([configs[i] for i in group])):
-                    returns[i] = ret
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return returns
+        return configs, groups
+
+    def run_step(self, configs) -> list[JobReturn]:
+        """One step of the plan, where it runs (this process; a submitit job for hydra/launcher=fused_slurm):
+        a lone job through the task function, a group of two or more trained together."""
+        if len(configs) == 1:
+            return [self._run_one(configs[0])]
+        return self._run_group(configs)
 
     def _compose(self, overrides: list[str], idx: int):
         """A job's config, as BasicLauncher composes it."""
