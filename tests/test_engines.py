@@ -266,15 +266,7 @@ def test_a_preempted_slurm_job_resumes_from_its_checkpoint(tiny_models, tmp_path
             text=True,
             env=env,
         )
-        deadline = time.monotonic() + 300
-        while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # a job is training
-            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
-            time.sleep(0.2)
-        running = subprocess.run(
-            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, env=env
-        ).stdout.split()
-        subprocess.run(["scontrol", "requeue", running[0]], check=True, env=env)
-        _, err = sweep.communicate(timeout=600)
+        err = slurm.requeue_once_training(sweep, tmp_path, env)
         assert sweep.returncode == 0, err[-3000:]
     import mlflow
 

@@ -203,15 +203,7 @@ def test_a_requeued_group_resumes_its_members_from_their_checkpoints(tiny_models
     with slurm.cluster() as env:
         env = {**os.environ, **env}
         sweep = _sweep(args, tmp_path, env)
-        deadline = time.monotonic() + 300
-        while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # the group is training
-            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
-            time.sleep(0.2)
-        running = subprocess.run(
-            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, env=env
-        ).stdout.split()
-        subprocess.run(["scontrol", "requeue", running[0]], check=True, env=env)
-        _, err = sweep.communicate(timeout=600)
+        err = slurm.requeue_once_training(sweep, tmp_path, env)
         assert sweep.returncode == 0, err[-3000:]
     client, runs = _children(tmp_path)
     assert sorted(runs) == ["lora.r=2", "lora.r=4"] and all(r.info.status == "FINISHED" for r in runs.values())
