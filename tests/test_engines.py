@@ -267,18 +267,16 @@ def test_a_preempted_slurm_job_resumes_from_its_checkpoint(tiny_models, tmp_path
             env=env,
         )
         deadline = time.monotonic() + 300
-        while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # a job is training
+        while not (saved := list((tmp_path / "checkpoints").glob("*/step-*.pt"))):  # a job is training
             assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
             time.sleep(0.2)
-        running = subprocess.run(
-            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, env=env
-        ).stdout.split()
-        subprocess.run(["scontrol", "requeue", running[0]], check=True, env=env)
+        import mlflow
+
+        client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        training = client.get_run(saved[0].parent.name).data.tags["sentlab.submitit_job"]  # e.g. 1_0
+        subprocess.run(["scontrol", "requeue", training], check=True, env=env)  # not one still loading
         _, err = sweep.communicate(timeout=600)
         assert sweep.returncode == 0, err[-3000:]
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.params["lora.r"] for r in children) == ["2", "4"]  # resumed, not duplicated
