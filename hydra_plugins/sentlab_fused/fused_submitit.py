@@ -10,8 +10,9 @@ the tag `sentlab.submitit_job` (the job's id), shared by a group's members. Clus
 submitit launcher (partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, array_parallelism,
 additional_parameters, setup, submitit_folder, ...), documented in sentlab/conf/hydra/launcher/fused_slurm.yaml.
 With max_members=1 every step is one job alone, run through the task function as Hydra's submitit launcher runs
-it: sentlab's presets hydra/launcher=slurm and submitit_local (which shadows Hydra's) are this launcher so, and
-share its handling of stop signals and of jobs that end without a result.
+it: sentlab's presets hydra/launcher=slurm and slurm_local are this launcher so, and share its handling of stop
+signals and of jobs that end without a result (Hydra's own submitit launchers keep submitit's SIGUSR2 handler, and
+a stopped run's resume command would be submitit's command line).
 
 A stop signal in a step's job (SLURM's SIGTERM before a requeue or at a preemption; submitit's time-limit signal,
 SIGUSR2, signal_delay_s before the limit) stops the group at a checkpoint as in a local fused sweep, and the job
