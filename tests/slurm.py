@@ -203,12 +203,16 @@ StorageLoc=slurm_acct_db
 
 def requeue_once_training(sweep: subprocess.Popen, runs_dir: Path, env: dict, timeout_s: float = 300) -> str:
     """Wait until a job of `sweep` (a running sweep process) has written a checkpoint under runs_dir, then
-    `scontrol requeue` the running job (SIGTERM, then SLURM starts it again); the sweep's stderr once it ends."""
+    `scontrol requeue` that job (SIGTERM, then SLURM starts it again; found by its run's sentlab.submitit_job tag,
+    not a job still loading); the sweep's stderr once it ends."""
+    import mlflow
+
     deadline = time.monotonic() + timeout_s
-    while not list((runs_dir / "checkpoints").glob("*/step-*.pt")):  # a job is training
+    while not (saved := list((runs_dir / "checkpoints").glob("*/step-*.pt"))):  # a job is training
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
         time.sleep(0.2)
-    running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, env=env)
-    subprocess.run(["scontrol", "requeue", running.stdout.split()[0]], check=True, env=env)
+    client = mlflow.MlflowClient(f"sqlite:///{runs_dir}/mlflow.db")
+    training = client.get_run(saved[0].parent.name).data.tags["sentlab.submitit_job"]  # e.g. 1_0
+    subprocess.run(["scontrol", "requeue", training], check=True, env=env)
     _, err = sweep.communicate(timeout=600)
     return err

@@ -283,3 +283,35 @@ def test_a_preempted_slurm_job_resumes_from_its_checkpoint(tiny_models, tmp_path
     assert len(resumed) == 1, "one job was preempted and resumed"
     epochs = [m.step for m in client.get_metric_history(resumed[0].info.run_id, "epoch/val_accuracy")]
     assert sorted(epochs) == list(range(1, 13))  # each epoch validated once across both attempts (step 0: final)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(slurm.missing()), reason=NO_SLURM)
+def test_a_slurm_job_at_its_time_limit_stops_at_a_checkpoint(tiny_models, tmp_path):
+    """SIGUSR2 to a training job's steps (`scancel --signal=USR2`, as SLURM sends it signal_delay_s before the time
+    limit): the job stops at a checkpoint, its run KILLED with the sweep's command to resume it, the sweep ends with
+    the job's one line and exit code 1 (before, submitit's handler raised in training: the run ended FAILED)."""
+    long = ["data.max_samples.train=240", "train.epochs=12", "train.checkpoint_every=5"]
+    args = ["-m", *tiny_args(tiny_models, "bert"), *FAST, "lora.r=2", *long, *SLURM_JOBS, f"runs_dir={tmp_path}"]
+    with slurm.cluster() as env:
+        env = {**os.environ, **env}
+        command = [sys.executable, "-m", "sentlab.train", *args]
+        sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # the job is training
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
+            time.sleep(0.2)
+        (job,) = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, env=env
+        ).stdout.split()
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, env=env)
+        _, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 1, err[-3000:]
+    assert "ended without a result" in err, err[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentlab").experiment_id])
+    (run,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert run.info.status == "KILLED", run.data.tags.get("error")
+    assert run.data.tags["sentlab.resume_command"] == "python -m sentlab.train " + " ".join(args)

@@ -63,6 +63,31 @@ def test_each_group_is_one_local_submitit_job_with_the_in_process_results(tiny_b
     assert {f.parent.name for f in submitted} == {r.data.tags["sentlab.submitit_job"] for r in jobs.values()}
 
 
+LONG = ["data.max_samples.train=160", "train.batch_size=4", "train.epochs=8", "train.checkpoint_every=3"]
+
+
+def _signal_in_training(args: list[str], runs_dir, signum: int) -> tuple[str, dict]:
+    """The sweep `args` started; once its runs train, `signum` sent to their job's process (a child of submitit's,
+    all the sweep's runs in one job); the sweep's stderr once it ended (exit code 1: jobs not finished), and its
+    runs, which should be KILLED with the sweep's own command (not submitit's argv) as their resume command."""
+    command = [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={runs_dir}"]
+    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((runs_dir / "checkpoints").glob("*/step-*.pt")):  # training
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
+        time.sleep(0.1)
+    _, training = _children(runs_dir)
+    (pid,) = {r.data.tags["sentlab.pid"] for r in training.values()}
+    os.kill(int(pid), signum)
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, err[-3000:]  # the sweep's summary: jobs not finished
+    _, stopped = _children(runs_dir)
+    assert {r.info.status for r in stopped.values()} == {"KILLED"}, [r.data.tags.get("error") for r in stopped.values()]
+    resume = "python -m sentlab.train " + " ".join([*args, f"runs_dir={runs_dir}"])
+    assert {r.data.tags["sentlab.resume_command"] for r in stopped.values()} == {resume}
+    return err, stopped
+
+
 @pytest.mark.slow
 def test_a_group_at_its_time_limit_stops_at_a_checkpoint_and_its_sweep_resumes_it(tiny_models, tmp_path, monkeypatch):
     """The time limit's signal (SIGUSR2, which SLURM sends signal_delay_s before it) to a group's submitit job: the
@@ -70,27 +95,36 @@ def test_a_group_at_its_time_limit_stops_at_a_checkpoint_and_its_sweep_resumes_i
     with one line on stderr, their runs KILLED with the sweep's own command; that command resumes them."""
     import signal
 
-    long = ["data.max_samples.train=160", "train.batch_size=4", "train.epochs=8", "train.checkpoint_every=3"]
-    args = ["-m", *tiny_args(tiny_models, "bert"), *FAST, *long, "lora.r=2,4", "hydra/launcher=fused_submitit_local"]
-    command = [sys.executable, "-m", "sentlab.train", *args, f"runs_dir={tmp_path}"]
-    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "checkpoints").glob("*/step-*.pt")):  # the group is training
-        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
-        time.sleep(0.1)
+    args = ["-m", *tiny_args(tiny_models, "bert"), *FAST, *LONG, "lora.r=2,4", "hydra/launcher=fused_submitit_local"]
+    err, stopped = _signal_in_training(args, tmp_path, signal.SIGUSR2)
     (job,) = tmp_path.glob("hydra/multirun/*/.submitit/*/*_submitted.pkl")
-    _, training = _children(tmp_path)
-    (pid,) = {r.data.tags["sentlab.pid"] for r in training.values()}  # the job's process (a child of submitit's)
-    os.kill(int(pid), signal.SIGUSR2)
-    _, err = sweep.communicate(timeout=300)
-    assert sweep.returncode == 1, err[-3000:]  # the sweep's summary: jobs not finished
     assert f"sentlab: submitit job {job.parent.name} (jobs #0, #1) ended without a result" in err, err[-3000:]
-    _, stopped = _children(tmp_path)
-    assert {r.info.status for r in stopped.values()} == {"KILLED"} and len(stopped) == 2
-    resume = "python -m sentlab.train " + " ".join([*args, f"runs_dir={tmp_path}"])
-    assert {r.data.tags["sentlab.resume_command"] for r in stopped.values()} == {resume}  # not submitit's argv
+    assert len(stopped) == 2
 
     train_into(tmp_path, monkeypatch, *args)  # the same sweep command
+    _, resumed = _children(tmp_path)
+    assert {n: (r.info.run_id, r.info.status) for n, r in resumed.items()} == {
+        n: (r.info.run_id, "FINISHED") for n, r in stopped.items()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGUSR2", "SIGTERM"])
+def test_a_plain_submitit_job_stopped_is_killed_with_the_sweeps_command(name, tiny_models, tmp_path, monkeypatch):
+    """hydra/launcher=slurm_local (slurm's preset, with submitit's local executor): the time limit's signal (SIGUSR2;
+    timeout_min=5 is past submitit's "guaranteed" time at once, as at SLURM's real limit) or SIGTERM stops the job's
+    run at a checkpoint, KILLED with the sweep's command, which resumes it. With Hydra's own submitit_local the run
+    ended FAILED on SIGUSR2 (submitit's handler raised in training), and KILLED on SIGTERM but with submitit's
+    command line (`python -m sentlab.train FOLDER/.submitit/%j`) as its resume command."""
+    import signal
+
+    local = ["hydra/launcher=slurm_local", "hydra.launcher.timeout_min=5"]
+    args = ["-m", *tiny_args(tiny_models, "bert"), *FAST, *LONG, "lora.r=2", *local]
+    err, stopped = _signal_in_training(args, tmp_path, getattr(signal, name))
+    (job,) = tmp_path.glob("hydra/multirun/*/.submitit/*/*_submitted.pkl")
+    assert f"sentlab: submitit job {job.parent.name} (jobs #0) ended without a result" in err, err[-3000:]
+
+    train_into(tmp_path, monkeypatch, *args)
     _, resumed = _children(tmp_path)
     assert {n: (r.info.run_id, r.info.status) for n, r in resumed.items()} == {
         n: (r.info.run_id, "FINISHED") for n, r in stopped.items()

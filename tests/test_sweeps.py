@@ -125,10 +125,11 @@ def test_joblib_two_workers_lose_no_run(tiny_models, train, store):
     assert parent.data.metrics["sweep_finished"] == 4
 
 
-def test_submitit_local_launcher(tiny_models, train, store):
+@pytest.mark.parametrize("launcher", ["submitit_local", "slurm_local"])  # Hydra's; sentlab's (slurm's twin)
+def test_submitit_local_launcher(launcher, tiny_models, train, store):
     train(
         "-m",
-        "hydra/launcher=submitit_local",
+        f"hydra/launcher={launcher}",
         "hydra.launcher.timeout_min=10",
         *tiny_args(tiny_models, "bert"),
         "lora.r=2,4",
@@ -169,6 +170,6 @@ def test_presets_compose():
     assert set(optuna.hydra.sweeper.params) == {"train.lr", "lora.r", "lora.dropout"}
     slurm = _compose("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
     assert slurm.hydra.launcher.partition == "gpu"
-    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher._target_.endswith("FusedSubmititLauncher") and slurm.hydra.launcher.max_members == 1
     for preset in [*(CONF / "sweep").glob("*.yaml"), *(CONF / "hydra" / "launcher").glob("*.yaml")]:
         assert "python -m sentlab.train" in preset.read_text().splitlines()[1], preset  # opens with its command

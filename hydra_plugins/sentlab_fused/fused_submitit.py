@@ -9,6 +9,10 @@ and its JobReturns come back to the sweep (each member's val_<select_metric>, Na
 the tag `sentlab.submitit_job` (the job's id), shared by a group's members. Cluster settings are those of Hydra's
 submitit launcher (partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min, array_parallelism,
 additional_parameters, setup, submitit_folder, ...), documented in sentlab/conf/hydra/launcher/fused_slurm.yaml.
+With max_members=1 every step is one job alone, run through the task function as Hydra's submitit launcher runs
+it: sentlab's presets hydra/launcher=slurm and slurm_local are this launcher so, and share its handling of stop
+signals and of jobs that end without a result (Hydra's own submitit launchers keep submitit's SIGUSR2 handler, and
+a stopped run's resume command would be submitit's command line).
 
 A stop signal in a step's job (SLURM's SIGTERM before a requeue or at a preemption; submitit's time-limit signal,
 SIGUSR2, signal_delay_s before the limit) stops the group at a checkpoint as in a local fused sweep, and the job
@@ -88,8 +92,8 @@ class FusedSubmititLauncher(FusedLauncher):
                 raise ConfigError(f"hydra.launcher.{key}: {value!r} is not a positive whole number; give 1 or more")
         if launcher.get("max_num_timeout", 0):
             raise ConfigError(
-                f"hydra.launcher.max_num_timeout: {launcher.max_num_timeout} resubmissions at the time limit; a fused "
-                "group is not resubmitted, it stops at a checkpoint and the sweep's command resumes it: leave it 0"
+                f"hydra.launcher.max_num_timeout: {launcher.max_num_timeout} resubmissions at the time limit; a job "
+                "is not resubmitted, it stops at a checkpoint and the sweep's command resumes it: leave it 0"
             )
         if launcher.cluster == "slurm" and shutil.which("sbatch") is None:
             raise ConfigError(
