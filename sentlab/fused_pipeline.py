@@ -253,8 +253,8 @@ def _finish(m: GroupMember, group, trainer: GroupTrainer, features: dict, outcom
         elif error is not None:
             raise error
         else:
-            kept = {"epoch": outcome.epoch, "val": outcome.val, "train_time_s": outcome.train_time_s}
-            kept["evaluation"] = outcome.evaluation
+            kept = {"epoch": outcome.epoch, "val": outcome.val, "train_time_s": outcome.train_time_s,
+                    "evaluation": outcome.evaluation}  # fmt: skip
             with trainer.only(m.name) as model:
                 save = lambda folder: group.export(m.name, folder)  # noqa: E731
                 result = pipeline.evaluate_and_log(m.run, m.prepared, model, features, kept, save, {"test": test})

@@ -63,6 +63,7 @@ class Evaluation:
         return {"loss": self.loss, **classification_metrics(self.labels, self.preds, label_names)}
 
 
+@torch.inference_mode()
 def evaluate(model, head, features, device, batch_size: int, precision: str = "auto", desc="eval") -> Evaluation:
     """Loss and label log-probabilities on encoded `features`, in batches of `batch_size` sorted by length, in
     `precision` (as train.precision: auto picks the hardware's)."""
@@ -70,9 +71,8 @@ def evaluate(model, head, features, device, batch_size: int, precision: str = "a
     precision = resolve_precision(precision, device, model)
     with autocast(device, precision):
         head.start_evaluation(model, device)  # e.g. contextual calibration's content-free scores
-    (evaluation,) = evaluate_each(lambda batch: [head.evaluate_batch(model, batch)], head, features, device,
-                                  batch_size, precision, desc)  # fmt: skip
-    return evaluation
+    score = lambda batch: [head.evaluate_batch(model, batch)]  # noqa: E731
+    return evaluate_each(score, head, features, device, batch_size, precision, desc)[0]
 
 
 @torch.inference_mode()
@@ -83,24 +83,20 @@ def evaluate_each(score, head, features, device, batch_size: int, precision: str
     # Sorting by length keeps padding small; the order does not matter for metrics.
     order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
     loader = DataLoader(features.select(order), batch_size=batch_size, collate_fn=head.collate)
-    losses, log_probs, labels = [], [], []
+    per_model, labels = None, []  # per model: its loss sums and log-probability chunks, batch by batch
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         batch = to_device(batch, device)
         with autocast(device, precision):
             pairs = score(batch)
-        losses.append([loss.item() * len(scores) for loss, scores in pairs])
-        log_probs.append([scores.float().cpu().numpy() for _, scores in pairs])
+        per_model = per_model or [([], []) for _ in pairs]
+        for (losses, chunks), (loss, scores) in zip(per_model, pairs):
+            losses.append(loss.item() * len(scores))
+            chunks.append(scores.float().cpu().numpy())
         labels.append(batch["labels"].cpu().numpy())
     labels = np.concatenate(labels)
     inverse = np.argsort(order)  # back to the data's own order
-    return [
-        Evaluation(
-            sum(batch[k] for batch in losses) / len(labels),
-            np.concatenate([b[k] for b in log_probs])[inverse],
-            labels[inverse],
-        )  # fmt: skip
-        for k in range(len(losses[0]))
-    ]
+    return [Evaluation(sum(losses) / len(labels), np.concatenate(chunks)[inverse], labels[inverse])
+            for losses, chunks in per_model]  # fmt: skip
 
 
 EPOCH_CURVE = "epoch/"  # per-epoch validation metrics are logged as epoch/val_<name>, step = epoch
@@ -174,8 +170,8 @@ def fit(
 ) -> dict:  # fmt: skip
     """Train for train_cfg.epochs (fewer with train.patience) on features["train"], validating on
     features["val"]; returns the kept epoch, its validation metrics and the training time (`epoch`, `val`,
-    `train_time_s`), and that epoch's val Evaluation (`evaluation`, when this attempt validated it: the run's
-    val predictions, not computed again).
+    `train_time_s`), and that epoch's val Evaluation (`evaluation`: the run's val predictions, not computed
+    again; None when the kept epoch was validated before a resume).
 
     `log_metrics(metrics: dict, step: int)` receives train loss/lr every `log_every` optimizer steps and
     epoch/val_* metrics after each evaluated epoch (step = epoch). With `checkpoints` (a Checkpoints),
@@ -248,8 +244,7 @@ class Trainer:
                 f"kept the adapter of epoch {progress.kept['epoch']} "
                 f"(best val_{self.cfg.select_metric}={progress.best_score:.4f})"
             )
-        kept = {**progress.kept, "train_time_s": time.perf_counter() - self.start}
-        return {**kept, "evaluation": self.kept_evaluation} if self.kept_evaluation else kept
+        return {**progress.kept, "train_time_s": time.perf_counter() - self.start, "evaluation": self.kept_evaluation}
 
     def _resume(self) -> None:
         """From rank 0's latest checkpoint, on every rank, if there is one."""
