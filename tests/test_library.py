@@ -73,10 +73,10 @@ def test_wheel_in_a_fresh_venv_trains_a_users_experiment(tmp_path):
     site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
     here = sysconfig.get_paths()
     (site / "running_environment.pth").write_text("\n".join(dict.fromkeys([here["purelib"], here["platlib"]])) + "\n")
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel)
-
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # (a checkout on it: pip finds sentlab there)
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel, env=env)
+
     _run(venv / "bin" / "sentlab-init", "project", cwd=tmp_path, env=env)  # the console script
     project = tmp_path / "project"
     imported = _run(python, "-c", "import sentlab; print(sentlab.__file__)", cwd=project, env=env).strip()
